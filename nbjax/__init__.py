@@ -1,0 +1,3 @@
+"""nbjax: nanoBragg as pure, jit-compiled JAX functions."""
+
+__version__ = "0.1.0"
