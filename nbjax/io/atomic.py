@@ -1,0 +1,121 @@
+"""Safe file access: all-or-nothing writes, and reads that report InputError.
+
+Every output file nbjax writes (images, Fdump.bin) goes through
+:func:`atomic_open` or :func:`atomic_write`.  The bytes are first written to a
+temporary file in the same directory as the target (named
+``.<target name>.<random>.tmp``), which then replaces the target with
+``os.replace`` -- an atomic rename on POSIX and Windows.  If anything goes
+wrong before that (an exception, Ctrl-C), the temporary file is deleted, so a
+failed or interrupted run leaves either the old file or no file, never a
+half-written one.  The new file gets the usual permissions (0666 minus the
+umask), like a file opened by C's ``fopen``.  Data are not fsync'ed: the
+guarantee is against crashes of the program, not of the machine.
+
+:func:`read_file_bytes` is the one place where the readers open user files; it
+turns every operating-system error into an :class:`~nbjax.errors.InputError`
+that names the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import IO, Iterator
+
+from nbjax.errors import InputError
+
+__all__ = ["atomic_open", "atomic_write", "read_file_bytes"]
+
+_ALLOWED_MODES = ("wb", "w")
+
+
+def _describe(error: BaseException) -> str:
+    """Short reason for an OS error, e.g. 'No such file or directory'."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def _create_temporary(target: str) -> tuple[int, str]:
+    """Create a new, empty temporary file next to ``target``; return (fd, name)."""
+    directory, name = os.path.split(target)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        return fd, temporary
+    raise FileExistsError(f"could not create a temporary file next to {target}")
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "wb") -> Iterator[IO]:
+    """Open ``path`` for writing so that it appears only when the block succeeds.
+
+    ``mode`` is ``"wb"`` (bytes) or ``"w"`` (text).  Yields the open file
+    object of the temporary file.  On normal exit from the ``with`` block the
+    file is closed and moved onto ``path``; on any exception the temporary file
+    is removed and the exception propagates unchanged.  Failure to create the
+    temporary file, to close it or to move it into place raises
+    :class:`InputError` naming ``path``.
+    """
+    if mode not in _ALLOWED_MODES:
+        raise ValueError(f"atomic_open: mode must be one of {_ALLOWED_MODES}, got {mode!r}")
+    target = os.fspath(path)
+    try:
+        fd, temporary = _create_temporary(target)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{target}: cannot write: {_describe(error)}") from error
+    try:
+        handle = os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        _remove_quietly(temporary)
+        raise
+    try:
+        yield handle
+    except BaseException:
+        with contextlib.suppress(OSError):
+            handle.close()
+        _remove_quietly(temporary)
+        raise
+    try:
+        handle.close()
+        os.replace(temporary, target)
+    except OSError as error:
+        _remove_quietly(temporary)
+        raise InputError(f"{target}: cannot write: {_describe(error)}") from error
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all-or-nothing (see :func:`atomic_open`).
+
+    Any operating-system error (no such directory, permission denied, disk
+    full) raises :class:`InputError` naming ``path``; no partial file is left.
+    """
+    target = os.fspath(path)
+    try:
+        with atomic_open(target, "wb") as handle:
+            handle.write(data)
+    except OSError as error:
+        raise InputError(f"{target}: cannot write: {_describe(error)}") from error
+
+
+def read_file_bytes(path) -> bytes:
+    """All bytes of the user file ``path``; any failure is an InputError naming it."""
+    try:
+        name = os.fspath(path)
+    except TypeError as error:
+        raise InputError(f"{path!r}: not a file name") from error
+    try:
+        with open(name, "rb") as handle:
+            return handle.read()
+    except (OSError, ValueError) as error:
+        raise InputError(f"{name}: cannot read: {_describe(error)}") from error
