@@ -1,0 +1,548 @@
+"""nanoBragg's command line, read exactly as nanoBragg.c reads it.
+
+nanoBragg.c walks its argument list once and tests every argument that starts
+with ``-`` against each option in turn with ``strstr`` -- a *substring* match --
+so an argument can trigger more than one option when one option's name
+starts another's.  Those accidents change the image and are part of what "the
+same flags, the same numbers" means:
+
+* ``-twotheta_axis x y z`` also sets the two-theta *angle* to ``x`` degrees
+  (and the SAMPLE pivot) -- usually 0, which undoes an earlier ``-twotheta``;
+* ``-misset_seed S`` also sets the misset angles to ``(S, next, next-but-one)``
+  degrees (``atof`` of whatever follows, 0 for a word) whenever three more
+  arguments follow -- which replaces an earlier ``-misset random``;
+* ``-printout_pixel`` also turns on ``-printout``;
+* ``-pix0_vector_mm`` is ``-pix0_vector`` (values not converted from mm).
+
+:func:`parse` reproduces this scan rule by rule (same order, same
+``strstr``/``strlen`` tests, the same early ``continue`` after ``-Na``, ``-N``,
+``-oversample_thick`` ...) and returns the values of nanoBragg's variables in a
+:class:`CSettings`.  Where nanoBragg would silently accept a mistake, nbjax
+refuses it: an argument that is exactly the name of an option must have all its
+values, and they must be numbers where numbers are expected; ``-cell`` needs all
+six constants; an argument that matches no option, or a stray value, is an
+error.  Values of accidental (substring) matches are read with C's ``atof``/``atoi``
+leniency, as nanoBragg reads them.  Every problem raises
+:class:`~nbjax.errors.InputError`.
+
+Options nbjax adds use a double dash (``--c-parity``); they are separated out
+by the command-line front end before this scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+from nbjax.constants import DEFAULT_FLUENCE, HC_EV_A, RTD
+from nbjax.errors import InputError
+from nbjax.io.numbers import c_atof, c_atoi, is_number, parse_float, parse_int
+
+NAN = float("nan")
+
+
+@dataclasses.dataclass
+class CSettings:
+    """nanoBragg.c's variables after its command-line scan (its units: m, rad).
+
+    Defaults are nanoBragg's.  NaN means "not given".
+    """
+
+    imginfilename: str | None = None
+    maskfilename: str | None = None
+    Na: float = 1.0
+    Nb: float = 1.0
+    Nc: float = 1.0
+    user_cell: bool = False
+    cell: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # Å, rad
+    misset_mode: int = 0          # 0 none, -1 random, 1 angles
+    misset_rad: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
+    sample_x: float = 0.0
+    sample_y: float = 0.0
+    sample_z: float = 0.0
+    density: float = 1.0e6
+    molecular_weight: float = 18.0
+    Xbeam: float = NAN
+    Ybeam: float = NAN
+    Xclose: float = NAN
+    Yclose: float = NAN
+    ORGX: float = NAN
+    ORGY: float = NAN
+    pivot: str = "beam"
+    convention: str = "mosflm"
+    fdet_vector: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 1.0])
+    sdet_vector: list = dataclasses.field(default_factory=lambda: [0.0, -1.0, 0.0])
+    odet_vector: list = dataclasses.field(default_factory=lambda: [1.0, 0.0, 0.0])
+    beam_vector: list = dataclasses.field(default_factory=lambda: [1.0, 0.0, 0.0])
+    polar_vector: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 1.0])
+    spindle_vector: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 1.0])
+    twotheta_axis: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, -1.0])
+    pix0_vector: list | None = None
+    distance: float = 100.0e-3
+    close_distance: float = NAN
+    detector_thick: float = 0.0
+    detector_mu: float = -1.0
+    detector_thicksteps: int = -1
+    detector_thickstep: float = -1.0
+    detector_twotheta: float = 0.0
+    detector_rotx: float = 0.0
+    detector_roty: float = 0.0
+    detector_rotz: float = 0.0
+    detsize_f: float = 102.4e-3
+    detsize_s: float = 102.4e-3
+    fpixels: int = 0
+    spixels: int = 0
+    curved_detector: bool = False
+    pixel_size: float = 0.1e-3
+    point_pixel: bool = False
+    polarization: float = 0.0
+    nopolar: bool = False
+    oversample_thick: bool = False
+    oversample_polar: bool = False
+    oversample_omega: bool = False
+    oversample: int = -1
+    roi: list = dataclasses.field(default_factory=lambda: [-1, -1, -1, -1])
+    lambda0: float = 1.0e-10
+    fluence: float = DEFAULT_FLUENCE
+    flux: float = 0.0
+    exposure: float = 1.0
+    beamsize: float = 1e-4
+    mosaic_spread: float = -1.0
+    mosaic_domains: int = -1
+    dispersion: float = 0.0
+    dispsteps: int = -1
+    dispstep: float = -1.0
+    hdivrange: float = -1.0
+    vdivrange: float = -1.0
+    hdivstep: float = -1.0
+    vdivstep: float = -1.0
+    hdivsteps: int = -1
+    vdivsteps: int = -1
+    round_div: bool = True
+    adc_offset: float = 40.0
+    phi0: float = 0.0
+    osc: float = -1.0
+    phistep: float = -1.0
+    phisteps: int = -1
+    dmin: float = 0.0
+    matfilename: str | None = None
+    hklfilename: str | None = None
+    default_F: float = 0.0
+    dumpfilename: str = "Fdump.bin"
+    stolfilename: str | None = None
+    stoloutfilename: str | None = None
+    sourcefilename: str | None = None
+    floatfilename: str = "floatimage.bin"
+    intfilename: str = "intimage.img"
+    pgmfilename: str = "image.pgm"
+    noisefilename: str = "noiseimage.img"
+    calculate_noise: bool = True
+    write_pgm: bool = True
+    intfile_scale: float = 0.0
+    pgm_scale: float = 0.0
+    coherent: bool = False
+    printout: bool = False
+    printout_pixel: tuple | None = None
+    progress_meter: bool = True
+    interpolate: int = 2          # 2 = automatic
+    xtal_shape: str = "square"
+    fudge: float = 1.0
+    seed: int | None = None       # None = nanoBragg's time-based default
+    mosaic_seed: int = -12345678
+    misset_seed: int | None = None
+    water_size: float = 0.0
+    # bookkeeping: which options the user named, and notes to show
+    given: set = dataclasses.field(default_factory=set)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    names: tuple            # exact option names this rule is documented under
+    match: Callable         # argument -> bool (nanoBragg's strstr/strlen test)
+    kinds: str              # one letter per value: f float, i int, s string
+    apply: Callable         # (settings, values) -> None
+    stop: bool = False      # nanoBragg 'continue's after this option
+
+
+def _has(*needles):
+    return lambda arg: any(n in arg for n in needles)
+
+
+def _has_len(needle, length):
+    return lambda arg: needle in arg and len(arg) == length
+
+
+def _exact(*names):
+    return lambda arg: arg in names
+
+
+def _set(field, convert=lambda v: v):
+    def apply(st, values):
+        setattr(st, field, convert(values[0]))
+    return apply
+
+
+def _vector(field):
+    def apply(st, values):
+        st.convention = "custom"
+        setattr(st, field, [values[0], values[1], values[2]])
+    return apply
+
+
+def _pivot_value(st, values):
+    if "sample" in values[0]:
+        st.pivot = "sample"
+    if "beam" in values[0]:
+        st.pivot = "beam"
+
+
+def _detector_abs(st, values):
+    text, number = values[0], values[1]
+    if "inf" in text or number == 0.0:
+        st.detector_thick = 0.0
+        st.detector_mu = 0.0
+    else:
+        st.detector_mu = 1.0 / (number * 1e-6)
+
+
+def _convention(name, pivot):
+    def apply(st, values):
+        st.convention = name
+        st.pivot = pivot
+    return apply
+
+
+def _rule(names, match, kinds, apply, stop=False):
+    return _Rule(tuple(names), match, kinds, apply, stop)
+
+
+def _both(*setters):
+    def apply(st, values):
+        for s in setters:
+            s(st, values)
+    return apply
+
+
+def _sets(**fields):
+    def apply(st, values):
+        for k, v in fields.items():
+            setattr(st, k, v(values) if callable(v) else v)
+    return apply
+
+
+_RULES = [
+    _rule(["-Na"], _has("-Na"), "i", _set("Na", float), stop=True),
+    _rule(["-Nb"], _has("-Nb"), "i", _set("Nb", float), stop=True),
+    _rule(["-Nc"], _has("-Nc"), "i", _set("Nc", float), stop=True),
+    _rule(["-N"], _exact("-N"), "i", _sets(Na=lambda v: float(v[0]), Nb=lambda v: float(v[0]), Nc=lambda v: float(v[0])), stop=True),
+    # -cell and -misset are special-cased in parse()
+    _rule(["-samplesize", "-sample_size"], _has("-samplesize", "-sample_size"), "f",
+          _sets(sample_x=lambda v: v[0] / 1000, sample_y=lambda v: v[0] / 1000, sample_z=lambda v: v[0] / 1000)),
+    _rule(["-sample_thick", "-sample_x"], _has("-sample_thick", "-sample_x"), "f", _set("sample_x", lambda v: v / 1000)),
+    _rule(["-sample_width", "-sample_y", "-width"], _has("-sample_width", "-sample_y", "-width"), "f", _set("sample_y", lambda v: v / 1000)),
+    _rule(["-sample_height", "-sample_z", "-height"], _has("-sample_heigh", "-sample_z", "-heigh"), "f", _set("sample_z", lambda v: v / 1000)),
+    _rule(["-xtalsize", "-xtal_size"], _has("-xtalsize", "-xtal_size"), "f",
+          _sets(sample_x=lambda v: v[0] / 1000, sample_y=lambda v: v[0] / 1000, sample_z=lambda v: v[0] / 1000)),
+    _rule(["-xtal_thick", "-xtal_x"], _has("-xtal_thick", "-xtal_x"), "f", _set("sample_x", lambda v: v / 1000)),
+    _rule(["-xtal_width", "-xtal_y", "-width"], _has("-xtal_width", "-xtal_y", "-width"), "f", _set("sample_y", lambda v: v / 1000)),
+    _rule(["-xtal_height", "-xtal_z", "-height"], _has("-xtal_heigh", "-xtal_z", "-heigh"), "f", _set("sample_z", lambda v: v / 1000)),
+    _rule(["-density", "-sample_density"], _has("-density", "-sample_den"), "f", _set("density", lambda v: v * 1e6)),
+    _rule(["-MW", "-molecular_weight"], lambda a: a == "-MW" or "-molec" in a, "f", _set("molecular_weight")),
+    _rule(["-Xbeam"], _has("-Xbeam"), "f", _sets(Xbeam=lambda v: v[0] / 1000.0, pivot="beam")),
+    _rule(["-Ybeam"], _has("-Ybeam"), "f", _sets(Ybeam=lambda v: v[0] / 1000.0, pivot="beam")),
+    _rule(["-Xclose"], _has("-Xclose"), "f", _sets(Xclose=lambda v: v[0] / 1000.0, pivot="sample")),
+    _rule(["-Yclose"], _has("-Yclose"), "f", _sets(Yclose=lambda v: v[0] / 1000.0, pivot="sample")),
+    _rule(["-ORGX"], _has("-ORGX"), "f", _sets(ORGX=lambda v: v[0], pivot="sample")),
+    _rule(["-ORGY"], _has("-ORGY"), "f", _sets(ORGY=lambda v: v[0], pivot="sample")),
+    _rule(["-pivot"], _has("-pivot"), "s", _pivot_value),
+    _rule(["-mosflm"], _has("-mosflm"), "", _convention("mosflm", "beam")),
+    _rule(["-xds"], _has("-xds"), "", _convention("xds", "sample")),
+    _rule(["-adxv"], _has("-adxv"), "", _convention("adxv", "beam")),
+    _rule(["-denzo"], _has("-denzo"), "", _convention("denzo", "beam")),
+    _rule(["-dials"], _has("-dials"), "", _convention("dials", "beam")),
+    _rule(["-fdet_vector"], _has("-fdet_vector"), "fff", _vector("fdet_vector")),
+    _rule(["-sdet_vector"], _has("-sdet_vector"), "fff", _vector("sdet_vector")),
+    _rule(["-odet_vector"], _has("-odet_vector"), "fff", _vector("odet_vector")),
+    _rule(["-beam_vector"], _has("-beam_vector"), "fff", _vector("beam_vector")),
+    _rule(["-polar_vector"], _has("-polar_vector"), "fff", _vector("polar_vector")),
+    _rule(["-spindle_axis"], _has("-spindle_axis"), "fff", _vector("spindle_vector")),
+    _rule(["-twotheta_axis"], _has("-twotheta_axis"), "fff", _vector("twotheta_axis")),
+    _rule(["-pix0_vector", "-pix0_vector_mm"], _has("-pix0_vector"), "fff", _vector("pix0_vector")),
+    _rule(["-distance"], _has("-distance"), "f", _sets(distance=lambda v: v[0] / 1000.0, pivot="beam")),
+    _rule(["-close_distance"], _has("-close_distance"), "f", _sets(close_distance=lambda v: v[0] / 1000.0, pivot="sample")),
+    _rule(["-detector_abs", "-detector_absorb"], _has("-detector_abs"), "a", _detector_abs),
+    _rule(["-detector_thick"], _has_len("-detector_thick", 15), "f", _set("detector_thick", lambda v: v * 1e-6)),
+    _rule(["-detector_thicksteps"], _has("-detector_thicksteps"), "i", _set("detector_thicksteps")),
+    _rule(["-thicksteps"], _has("-thicksteps"), "i", _set("detector_thicksteps")),
+    _rule(["-twotheta"], _has("-twotheta"), "f", _sets(detector_twotheta=lambda v: v[0] / RTD, pivot="sample")),
+    _rule(["-detector_rotx"], _has("-detector_rotx"), "f", _set("detector_rotx", lambda v: v / RTD)),
+    _rule(["-detector_roty"], _has("-detector_roty"), "f", _set("detector_roty", lambda v: v / RTD)),
+    _rule(["-detector_rotz"], _has("-detector_rotz"), "f", _set("detector_rotz", lambda v: v / RTD)),
+    _rule(["-detsize"], _has_len("-detsize", 8), "f", _sets(detsize_f=lambda v: v[0] / 1000.0, detsize_s=lambda v: v[0] / 1000.0)),
+    _rule(["-detsize_f"], _has("-detsize_f"), "f", _set("detsize_f", lambda v: v / 1000.0)),
+    _rule(["-detsize_s"], _has("-detsize_s"), "f", _set("detsize_s", lambda v: v / 1000.0)),
+    _rule(["-detpixels"], _has_len("-detpixels", 10), "i", _sets(fpixels=lambda v: v[0], spixels=lambda v: v[0])),
+    _rule(["-detpixels_f", "-detpixels_x"], _has("-detpixels_f", "-detpixels_x"), "i", _set("fpixels")),
+    _rule(["-detpixels_s", "-detpixels_y"], _has("-detpixels_s", "-detpixels_y"), "i", _set("spixels")),
+    # nanoBragg only honours -curved_det when another argument follows it
+    _rule(["-curved_det"], _has("-curved_det"), "-", _sets(curved_detector=True)),
+    _rule(["-pixel"], _has("-pixel"), "f", _set("pixel_size", lambda v: v / 1000.0)),
+    _rule(["-point_pixel"], _has("-point_pixel"), "", _sets(point_pixel=True)),
+    _rule(["-polar"], _has_len("-polar", 6), "f", _sets(polarization=lambda v: v[0], nopolar=False)),
+    _rule(["-nopolar"], _has("-nopolar"), "", _sets(nopolar=True)),
+    _rule(["-oversample_thick"], _has("-oversample_thick"), "", _sets(oversample_thick=True), stop=True),
+    _rule(["-oversample_polar"], _has("-oversample_polar"), "", _sets(oversample_polar=True), stop=True),
+    _rule(["-oversample_omega"], _has("-oversample_omega"), "", _sets(oversample_omega=True), stop=True),
+    _rule(["-oversample"], _has("-oversample"), "i", _set("oversample")),
+    _rule(["-roi"], _has("-roi"), "iiii", lambda st, v: setattr(st, "roi", list(v))),
+    _rule(["-lambda", "-wavelength"], _has("-lambda", "-wave"), "f", _set("lambda0", lambda v: v / 1.0e10)),
+    _rule(["-energy"], _has("-energy"), "f", _set("lambda0", lambda v: (HC_EV_A / v) / 1.0e10 if v != 0 else math.inf)),
+    _rule(["-fluence"], _has("-fluence"), "f", _set("fluence")),
+    _rule(["-flux"], _has("-flux"), "f", _set("flux")),
+    _rule(["-exposure"], _has("-exposure"), "f", _set("exposure")),
+    _rule(["-beamsize"], _has("-beamsize"), "f", _set("beamsize", lambda v: v / 1000)),
+    _rule(["-mosaic", "-mosaicity", "-mosaic_spread"],
+          lambda a: ("-mosaic" in a and len(a) == 7) or "-mosaici" in a or "-mosaic_spr" in a,
+          "f", _set("mosaic_spread", lambda v: v / RTD)),
+    _rule(["-mosaic_domains", "-mosaic_dom"], _has("-mosaic_dom"), "i", _set("mosaic_domains")),
+    _rule(["-dispersion"], _has("-dispersion"), "f", _set("dispersion", lambda v: v / 100.0)),
+    _rule(["-dispsteps"], _has("-dispsteps"), "i", _set("dispsteps")),
+    _rule(["-divergence"], _has("-divergence"), "f", _sets(hdivrange=lambda v: v[0] / 1000.0, vdivrange=lambda v: v[0] / 1000.0)),
+    _rule(["-hdivrange"], _has("-hdivrange"), "f", _set("hdivrange", lambda v: v / 1000.0)),
+    _rule(["-vdivrange"], _has("-vdivrange"), "f", _set("vdivrange", lambda v: v / 1000.0)),
+    _rule(["-hdivstep"], _has_len("-hdivstep", 9), "f", _set("hdivstep", lambda v: v / 1000.0)),
+    _rule(["-hdivsteps"], _has("-hdivsteps"), "i", _set("hdivsteps")),
+    _rule(["-vdivstep"], _has_len("-vdivstep", 9), "f", _set("vdivstep", lambda v: v / 1000.0)),
+    _rule(["-vdivsteps"], _has("-vdivsteps"), "i", _set("vdivsteps")),
+    _rule(["-divsteps"], _has("-divsteps"), "i", _sets(hdivsteps=lambda v: v[0], vdivsteps=lambda v: v[0])),
+    _rule(["-round_div"], _has("-round_div"), "", _sets(round_div=True)),
+    _rule(["-square_div"], _has("-square_div"), "", _sets(round_div=False)),
+    _rule(["-adc"], _has("-adc"), "f", _set("adc_offset")),
+    _rule(["-phi"], _has_len("-phi", 4), "f", _set("phi0", lambda v: v / RTD)),
+    _rule(["-osc"], _has("-osc"), "f", _set("osc", lambda v: v / RTD)),
+    _rule(["-phistep"], _has_len("-phistep", 8), "f", _set("phistep", lambda v: v / RTD)),
+    _rule(["-phisteps"], _has("-phisteps"), "i", _set("phisteps")),
+    _rule(["-dmin"], _has("-dmin"), "f", _set("dmin", lambda v: v * 1e-10)),
+    _rule(["-mat"], _has("-mat"), "s", _set("matfilename")),
+    _rule(["-hkl"], _has("-hkl"), "s", _set("hklfilename")),
+    _rule(["-default_F"], _has("-default_F"), "f", _set("default_F")),
+    _rule(["-dump"], _has("-dump"), "s", _set("dumpfilename")),
+    _rule(["-img"], _has("-img"), "s", _set("imginfilename")),
+    _rule(["-stolout"], lambda a: "-stolout" in a and len(a) > 7, "s", _set("stoloutfilename")),
+    _rule(["-stol"], _has_len("-stol", 5), "s", _set("stolfilename")),
+    _rule(["-4stol"], _has_len("-4stol", 6), "s", _set("stolfilename")),
+    _rule(["-Q"], _has_len("-Q", 2), "s", _set("stolfilename")),
+    _rule(["-sourcefile"], _has("-sourcefile"), "s", _set("sourcefilename")),
+    _rule(["-floatfile", "-floatimage"], _has("-floatfile", "-floatimage"), "s", _set("floatfilename")),
+    _rule(["-intfile", "-intimage"], _has("-intfile", "-intimage"), "s", _set("intfilename")),
+    _rule(["-pgmfile", "-pgmimage"], _has("-pgmfile", "-pgmimage"), "s", _sets(pgmfilename=lambda v: v[0], write_pgm=True)),
+    _rule(["-noisefile", "-noiseimage"], _has("-noisefile", "-noiseimage"), "s", _sets(noisefilename=lambda v: v[0], calculate_noise=True)),
+    _rule(["-nonoise"], _has("-nonoise"), "", _sets(calculate_noise=False)),
+    _rule(["-nopgm"], _has("-nopgm"), "", _sets(write_pgm=False)),
+    _rule(["-scale"], _has("-scale"), "f", _set("intfile_scale")),
+    _rule(["-pgmscale"], _has("-pgmscale"), "f", _sets(pgm_scale=lambda v: v[0], write_pgm=True)),
+    _rule(["-coherent"], _has("-coherent"), "", _sets(coherent=True)),
+    _rule(["-printout"], _has("-printout"), "", _sets(printout=True)),
+    _rule(["-noprogress"], _has("-noprogress"), "", _sets(progress_meter=False)),
+    _rule(["-progress"], _has("-progress"), "", _sets(progress_meter=True)),
+    _rule(["-interpolate"], _has("-interpolate"), "", _sets(interpolate=1)),
+    _rule(["-nointerpolate"], _has("-nointerpolate"), "", _sets(interpolate=0)),
+    _rule(["-round_xtal"], _has("-round_xtal"), "", _sets(xtal_shape="round")),
+    _rule(["-square_xtal"], _has("-square_xtal"), "", _sets(xtal_shape="square")),
+    _rule(["-gauss_xtal"], _has("-gauss_xtal"), "", _sets(xtal_shape="gauss")),
+    _rule(["-tophat_spots", "-binary_spots"], _has("-binary_spots", "-tophat_spots"), "", _sets(xtal_shape="tophat")),
+    _rule(["-fudge"], _has("-fudge"), "f", _set("fudge")),
+    _rule(["-printout_pixel"], _has("-printout_pixel"), "ii", lambda st, v: setattr(st, "printout_pixel", (v[0], v[1]))),
+    _rule(["-seed"], _has("-seed"), "i", _set("seed", lambda v: -v)),
+    _rule(["-mosaic_seed"], _has("-mosaic_seed"), "i", _set("mosaic_seed", lambda v: -v)),
+    _rule(["-misset_seed"], _has("-misset_seed"), "i", _set("misset_seed", lambda v: -v)),
+    _rule(["-water"], _has("-water"), "f", _set("water_size", lambda v: v / 1e6)),
+]
+
+#: Every option name nbjax knows (for messages and the flag table).
+OPTION_NAMES = sorted({n for r in _RULES for n in r.names} | {"-cell", "-misset", "-mask", "-img"})
+
+
+def _lenient(kind, text):
+    if kind == "i":
+        return c_atoi(text)
+    if kind == "f":
+        return c_atof(text)
+    return text
+
+
+def _strict(kind, text, flag):
+    if kind == "i":
+        return parse_int(text, flag)
+    if kind == "f":
+        return parse_float(text, flag)
+    return text
+
+
+def _values_needed(kinds):
+    if kinds == "-":  # a following argument must exist (but is not consumed)
+        return 1
+    if kinds == "a":
+        return 1
+    return len(kinds)
+
+
+def _read_values(rule, argv, i, strict):
+    """Values of ``rule`` for ``argv[i]``; None when nanoBragg would skip the rule."""
+    flag = argv[i]
+    need = _values_needed(rule.kinds)
+    if len(argv) <= i + need:
+        if strict and rule.kinds == "-":
+            return []  # honoured; see the note added in _apply
+        if strict:
+            what = "a value" if need == 1 else f"{need} values"
+            raise InputError(f"{flag}: needs {what}")
+        return None
+    if rule.kinds == "-":
+        return []
+    if rule.kinds == "s" and strict and rule.apply is _pivot_value:
+        if "sample" not in argv[i + 1] and "beam" not in argv[i + 1]:
+            raise InputError(f"{flag}: expected 'beam' or 'sample', got {argv[i + 1]!r}")
+    if rule.kinds == "a":
+        text = argv[i + 1]
+        if strict and "inf" not in text:
+            parse_float(text, flag)
+        return [text, c_atof(text)]
+    texts = argv[i + 1:i + 1 + need]
+    if strict:
+        return [_strict(k, t, flag) for k, t in zip(rule.kinds, texts)]
+    return [_lenient(k, t) for k, t in zip(rule.kinds, texts)]
+
+
+def _consumes(rule, strict):
+    if rule.kinds == "-":
+        return 0
+    return _values_needed(rule.kinds)
+
+
+def _parse_cell(st, argv, i, strict, consumed):
+    """-cell a b c alpha beta gamma (Å, degrees)."""
+    flag = argv[i]
+    st.user_cell = True
+    values = []
+    for k in range(1, 7):
+        if len(argv) <= i + k or argv[i + k].startswith("-"):
+            break
+        values.append(argv[i + k])
+    if strict and len(values) < 6:
+        raise InputError(f"{flag}: needs six values a b c alpha beta gamma (Å, degrees), got {len(values)}")
+    numbers = [parse_float(v, flag) if strict else c_atof(v) for v in values]
+    for k, x in enumerate(numbers):
+        st.cell[k] = x if k < 3 else x / RTD
+        consumed.add(i + 1 + k)
+    return len(values) < 6  # nanoBragg 'continue's when it stopped early
+
+
+def _parse_misset(st, argv, i, strict, consumed):
+    flag = argv[i]
+    if len(argv) > i + 1 and "rand" in argv[i + 1]:
+        st.misset_mode = -1
+        consumed.add(i + 1)
+        return True
+    if len(argv) > i + 3:
+        texts = argv[i + 1:i + 4]
+        if strict:
+            numbers = [parse_float(t, flag) for t in texts]
+        else:
+            numbers = [c_atof(t) for t in texts]
+        st.misset_mode = 1
+        st.misset_rad = [x / RTD for x in numbers]
+        if strict:
+            consumed.update({i + 1, i + 2, i + 3})
+        elif flag != "-misset":
+            st.notes.append(
+                f"{flag} also matches -misset (nanoBragg substring rule): misset angles set to "
+                f"{numbers[0]:g} {numbers[1]:g} {numbers[2]:g} degrees"
+            )
+    elif strict:
+        raise InputError(f"{flag}: needs three angles (degrees) or 'random'")
+    return False
+
+
+def parse(argv, initial: CSettings | None = None) -> CSettings:
+    """Scan nanoBragg command-line arguments (without the program name).
+
+    ``initial`` holds values set before the scan (nanoBragg applies the -mask
+    and -img headers first); the defaults otherwise.
+    """
+    argv = [str(a) for a in argv]
+    st = dataclasses.replace(initial) if initial is not None else CSettings()
+    # nanoBragg reads the -img and -mask headers before everything else
+    for i, arg in enumerate(argv):
+        if arg.startswith("-"):
+            if "-img" in arg and len(argv) > i + 1:
+                st.imginfilename = argv[i + 1]
+            if "-mask" in arg and len(argv) > i + 1:
+                st.maskfilename = argv[i + 1]
+    consumed: set = set()
+    matched: set = set()
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            continue
+        if "-mask" in arg:
+            if len(argv) <= i + 1:
+                raise InputError(f"{arg}: needs a file name")
+            matched.add(i)
+            consumed.add(i + 1)
+        stopped = False
+        for rule in _RULES[:4]:
+            if rule.match(arg):
+                stopped = _apply(rule, st, argv, i, consumed, matched)
+                if stopped:
+                    break
+        if stopped:
+            continue
+        if "-cell" in arg and len(argv) > i + 1:
+            matched.add(i)
+            st.given.add("-cell")
+            if _parse_cell(st, argv, i, arg == "-cell", consumed):
+                continue
+        elif arg == "-cell":
+            raise InputError("-cell: needs six values a b c alpha beta gamma (Å, degrees)")
+        if "-misset" in arg:
+            matched.add(i)
+            st.given.add("-misset")
+            if _parse_misset(st, argv, i, arg == "-misset", consumed):
+                continue
+        for rule in _RULES[4:]:
+            if rule.match(arg):
+                if _apply(rule, st, argv, i, consumed, matched):
+                    break
+    for i, arg in enumerate(argv):
+        if i in matched or i in consumed:
+            continue
+        if arg.startswith("-") and not is_number(arg):
+            raise InputError(f"{arg}: unknown option (nbjax knows nanoBragg's options; see 'nbjax --help')")
+        raise InputError(f"unexpected argument {arg!r} (not the value of any option)")
+    return st
+
+
+def _apply(rule, st, argv, i, consumed, matched):
+    arg = argv[i]
+    strict = arg in rule.names
+    values = _read_values(rule, argv, i, strict)
+    if values is None:
+        return False
+    matched.add(i)
+    if strict:
+        st.given.add(arg)
+        consumed.update(range(i + 1, i + 1 + _consumes(rule, strict)))
+        if rule.kinds == "-" and len(argv) <= i + 1:
+            st.notes.append(f"{arg} is the last argument: nanoBragg.c would ignore it there, nbjax honours it")
+    else:
+        st.given.add(rule.names[0])
+        exact_owner = any(arg in r.names for r in _RULES) or arg in ("-cell", "-misset")
+        if exact_owner:
+            st.notes.append(f"{arg} also matches {rule.names[0]} (nanoBragg substring rule)")
+        else:
+            st.notes.append(f"{arg} read as {rule.names[0]} (nanoBragg substring rule)")
+            consumed.update(range(i + 1, i + 1 + _consumes(rule, strict)))
+    rule.apply(st, values)
+    return rule.stop

@@ -1,0 +1,566 @@
+"""The renderer: nanoBragg's pixel loop as vectorised, jit-compiled JAX.
+
+What one pixel receives (nanoBragg's model).  For every sensor layer ``t``,
+sub-pixel ``(subS, subF)``, source ``s``, phi step ``j`` and mosaic domain ``m``
+(in that loop order), with the diffracted direction ``d``, incident direction
+``i_s`` and wavelength ``λ_s``:
+
+    q     = (d − i_s) / λ_s                        scattering vector, m⁻¹
+    hkl   = A_jm q                                 A_jm = U_m R(φ_j) (a0, b0, c0), m
+    term  = F_cell(hkl)² · F_latt(hkl)²             (see physics.structure_factors, .lattice)
+    I     = I_bg + Σ term · w,    w = [C_t] [P] [Ω]   (factors only for the -oversample_* flags)
+    pixel = r_e² · fluence · I / steps · [C_t] [P] [Ω]  (the factors *not* oversampled)
+
+``steps = sources × domains × phi steps × oversample²``; ``C_t`` is the layer's
+capture fraction, ``P`` the polarization factor, ``Ω`` the pixel solid angle.
+Evaluations are skipped where ``dmin`` cuts the source (``d_min > 1/(2 stol)``)
+or where ``F_latt == 0`` with no water background.  A factor that is not
+oversampled is the value from the first sub-pixel (polarization: first
+sub-pixel and source that was not cut; capture fraction: first sub-pixel of
+the last layer), as in nanoBragg.
+
+How it runs.  The detector (or its ``-roi`` rectangle) is cut into blocks of
+``block_rows`` rows; a block's pixels form one flat vector ``P`` and every
+quantity is an array over ``P``: single-pixel kernels (one pixel, one source,
+one phi step, one domain) are batched with ``jax.vmap`` over the pixels, while
+the small axes (layers, sub-pixels, sources, phi × domains) are ``lax.scan``
+loops whose carry is the per-pixel accumulator.  Blocks follow each other in a
+``lax.scan`` that carries the state nanoBragg keeps from one pixel to the next,
+so memory stays bounded by one block:
+
+* the phi-rotated cell vectors (``--phi-carryover-mode c-parity``): released
+  nanoBragg skips the rotation where phi is exactly 0 and reuses the vectors
+  of the previous evaluation -- the previous phi step, or the last step of the
+  previously rendered pixel; the first rendered pixel starts from the
+  unrotated cell.  The carry holds those vectors; within a block, the state
+  before each pixel follows from an exclusive prefix-OR of "this pixel rendered
+  something" over the pixels in raster order.
+* whether tricubic interpolation is still on: nanoBragg switches it off for the
+  rest of the image at the first evaluation whose 4×4×4 neighbourhood leaves the
+  HKL table (that evaluation gets ``default_F``).  A block first finds its
+  first such evaluation (raster order, then layer, sub-pixel, source, phi,
+  domain), then renders with interpolation before it and nearest-neighbour
+  lookups after it.
+
+In the default (spec) mode the oversample factors weight each contribution; with
+``accumulation="c-parity"`` they multiply the running sum instead, as released
+nanoBragg does (``I ← (I + term) · w``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nbjax.constants import R_E_SQR_M2
+from nbjax.geometry import pixels as pixel_geometry
+from nbjax.geometry.rotation import apply_umat, dot, rotate_about_axis
+from nbjax.physics import absorption, lattice, polarization, structure_factors
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """Everything the renderer needs about one experiment, as arrays (SI units).
+
+    Lab-frame unit vectors are (3,) arrays.  A frozen pytree: differentiate
+    or ``vmap`` over any leaf.
+    """
+
+    # detector
+    pix0_m: jax.Array            # sample -> corner of the first pixel
+    fdet: jax.Array              # fast axis
+    sdet: jax.Array              # slow axis
+    odet: jax.Array              # normal, away from the sample
+    pixel_size_m: jax.Array
+    close_distance_m: jax.Array  # sample to detector plane along odet
+    distance_m: jax.Array        # sample to beam spot (curved detector radius)
+    beam: jax.Array              # beam direction (curved detector)
+    layer_thickness_m: jax.Array
+    mu_per_m: jax.Array          # sensor attenuation coefficient
+    # sources
+    incident: jax.Array          # (S, 3) incident unit vectors (direction of travel)
+    wavelength_m: jax.Array      # (S,)
+    polar_axis: jax.Array        # incident E-vector direction
+    kahn_factor: jax.Array
+    fluence: jax.Array           # photons / m²
+    background_I: jax.Array      # constant added to every pixel's accumulator (water)
+    dmin_m: jax.Array            # resolution cut-off, 0 = none
+    # crystal
+    cell_m: jax.Array            # (3, 3) rows a0, b0, c0 before phi and mosaic
+    reciprocal_A: jax.Array      # (3, 3) rows a*, b*, c* in 1/Å (gauss/tophat spots)
+    n_cells: jax.Array           # (3,) Na, Nb, Nc
+    fudge: jax.Array
+    spindle: jax.Array           # phi rotation axis
+    phi_rad: jax.Array           # (Φ,) phi of each step
+    mosaic_umats: jax.Array      # (M, 3, 3)
+    # structure factors
+    F_table: jax.Array           # (H, K, L) on [hkl_min, hkl_max]; shape (1,1,1) when none
+    default_F: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """Static choices and sizes (hashable; changing one recompiles)."""
+
+    fpixels: int
+    spixels: int
+    roi: tuple = None                 # (xmin, xmax, ymin, ymax) inclusive, clipped; None = all
+    oversample: int = 1
+    thicksteps: int = 1
+    shape: str = "square"             # square | round | gauss | tophat
+    nopolar: bool = False
+    point_pixel: bool = False
+    curved_detector: bool = False
+    oversample_thick: bool = False
+    oversample_polar: bool = False
+    oversample_omega: bool = False
+    has_thickness: bool = False       # detector_thick > 0: capture fractions are computed
+    has_water: bool = False           # water background != 0 (changes the F_latt == 0 skip)
+    has_dmin: bool = False
+    has_hkls: bool = False            # False: every F is default_F
+    hkl_min: tuple = (0, 0, 0)
+    hkl_max: tuple = (0, 0, 0)
+    interpolate: bool = False
+    interpolation_fallback: str = "c"  # "c": switch off for the rest; "point": nearest at that point
+    accumulation: str = "spec"         # "spec" | "c-parity"
+    phi_carryover: str = "spec"        # "spec" | "c-parity"
+    phi_zero: tuple = ()               # per phi step: is phi exactly 0.0 (host-evaluated)
+    block_rows: int = 64
+
+    @property
+    def roi_bounds(self):
+        if self.roi is None:
+            return 0, self.fpixels - 1, 0, self.spixels - 1
+        return self.roi
+
+    @property
+    def roi_shape(self):
+        x0, x1, y0, y1 = self.roi_bounds
+        return max(y1 - y0 + 1, 0), max(x1 - x0 + 1, 0)
+
+
+class Carry(NamedTuple):
+    """State that flows from block to block in raster order."""
+
+    phi_state: jax.Array     # (3, 3) phi-rotated cell rows of the last evaluation (c-parity)
+    interpolating: jax.Array  # bool: tricubic interpolation still on
+    omega_sum: jax.Array     # Σ Ω over rendered sub-pixels (nanoBragg's statistic)
+    first_oob: jax.Array     # (7,) found?, h, k, l, h0, k0, l0 of the switch-off point
+
+
+class RenderResult(NamedTuple):
+    image: jax.Array         # (spixels, fpixels), photons per pixel, 0 outside roi/mask
+    omega_sum: jax.Array
+    interpolation_off_at: jax.Array  # (7,): [found, h, k, l, h0, k0, l0]
+
+
+# --------------------------------------------------------------------------
+# single-element kernels
+
+
+def _lookup_F(hkl, hkl0, mode, table, cfg: RenderConfig):
+    """F_cell for one evaluation; mode 0 = nearest, 1 = interpolate, 2 = default_F."""
+    flat, shape, default_F = table
+    if not cfg.has_hkls:
+        return default_F
+    nearest = structure_factors.nearest_F(hkl0, flat, shape, cfg.hkl_min)
+    if not cfg.interpolate:
+        return nearest
+    interp = structure_factors.tricubic_F(hkl, flat, shape, cfg.hkl_min)
+    return jnp.where(mode == 1, interp, jnp.where(mode == 2, default_F, nearest))
+
+
+def _evaluation(q, cell_rows, scene: Scene, cfg: RenderConfig):
+    """Miller indices and lattice factor of one (pixel, source, phi, domain)."""
+    hkl = jnp.stack([dot(cell_rows[i], q) for i in range(3)])
+    f_latt = lattice.lattice_factor(cfg.shape, hkl, scene.n_cells, scene.reciprocal_A, scene.fudge)
+    return hkl, f_latt
+
+
+# --------------------------------------------------------------------------
+# the rotated cells of every (phi, domain) step
+
+
+def _phi_states(scene: Scene, cfg: RenderConfig, carried_state):
+    """Per phi step: cell rows after the phi rotation, for pixels that have / have not
+    had an evaluation yet, whether the step is a "leading zero" step, and the
+    state every complete phi sweep ends in."""
+    cell = scene.cell_m
+    rotated = jax.vmap(lambda phi: rotate_about_axis(cell, scene.spindle, phi))(scene.phi_rad)
+    n_phi = rotated.shape[0]
+    if cfg.phi_carryover != "c-parity" or not any(cfg.phi_zero):
+        lead = jnp.zeros(n_phi, bool)
+        return rotated, rotated, lead, carried_state
+    nonzero = [j for j in range(n_phi) if not cfg.phi_zero[j]]
+    end_state = rotated[nonzero[-1]] if nonzero else carried_state
+    normal, alternative, lead = [], [], []
+    last = None
+    for j in range(n_phi):
+        if not cfg.phi_zero[j]:
+            last = j
+            normal.append(rotated[j])
+            alternative.append(rotated[j])
+            lead.append(False)
+        elif last is not None:
+            normal.append(rotated[last])
+            alternative.append(rotated[last])
+            lead.append(False)
+        else:  # phi == 0 before any rotation in this sweep: the state it enters with
+            normal.append(end_state)
+            alternative.append(carried_state)
+            lead.append(True)
+    return jnp.stack(normal), jnp.stack(alternative), jnp.asarray(lead), end_state
+
+
+def _step_matrices(states, umats):
+    """(Φ, 3, 3) phi states × (M, 3, 3) domains -> (Φ·M, 3, 3), phi-major."""
+    per = jax.vmap(lambda s: jax.vmap(lambda u: apply_umat(s, u))(umats))(states)
+    return per.reshape((-1, 3, 3))
+
+
+# --------------------------------------------------------------------------
+# one block of pixels
+
+
+def _block_pixels(cfg: RenderConfig, block_index):
+    """Fast/slow indices (P,) of a block and whether each is inside the roi."""
+    x0, x1, y0, y1 = cfg.roi_bounds
+    width = x1 - x0 + 1
+    rows = y0 + block_index * cfg.block_rows + jnp.arange(cfg.block_rows)
+    cols = x0 + jnp.arange(width)
+    slow = jnp.repeat(rows, width)
+    fast = jnp.tile(cols, cfg.block_rows)
+    return fast, slow, slow <= y1
+
+
+def _runs(cfg: RenderConfig):
+    """Static list of (layer, subS, subF) in nanoBragg's loop order."""
+    o = cfg.oversample
+    return [(t, ss, sf) for t in range(cfg.thicksteps) for ss in range(o) for sf in range(o)]
+
+
+def _ray(fast, slow, run, scene: Scene, cfg: RenderConfig):
+    """Unit diffracted vector, path length (m) and solid angle of one sub-pixel."""
+    layer, sub_s, sub_f = run
+    f_coord, s_coord = pixel_geometry.subpixel_coordinates(
+        fast, slow, sub_f, sub_s, scene.pixel_size_m, cfg.oversample
+    )
+    depth = layer * scene.layer_thickness_m
+    position = pixel_geometry.lab_position(
+        f_coord, s_coord, depth, scene.pix0_m, scene.fdet, scene.sdet, scene.odet
+    )
+    if cfg.curved_detector:
+        position = pixel_geometry.curved_position(
+            position, scene.distance_m, scene.beam, scene.fdet, scene.sdet
+        )
+    diffracted, airpath = pixel_geometry.diffracted_ray(position)
+    omega = pixel_geometry.solid_angle(
+        scene.pixel_size_m, airpath, scene.close_distance_m, cfg.point_pixel
+    )
+    return diffracted, omega
+
+
+def _scattering(diffracted, incident, wavelength):
+    return jnp.stack([(diffracted[..., i] - incident[i]) / wavelength for i in range(3)], axis=-1)
+
+
+def _dmin_cut(q, scene: Scene, cfg: RenderConfig):
+    if not cfg.has_dmin:
+        return jnp.zeros(q.shape[:-1], bool)
+    stol = 0.5 * jnp.sqrt(dot(q, q))
+    return (scene.dmin_m > 0.0) & (stol > 0.0) & (scene.dmin_m > 0.5 / jnp.where(stol > 0, stol, 1.0))
+
+
+class _Block(NamedTuple):
+    """Per-block constants shared by the passes over a block."""
+
+    fast: jax.Array          # (P,) float pixel indices
+    slow: jax.Array
+    active: jax.Array        # (P,) inside roi, inside image, unmasked
+    matrices: jax.Array      # (Q, 3, 3) cell rows per (phi, domain) step
+    alt_matrices: jax.Array  # same, for pixels with no earlier evaluation (c-parity)
+    lead: jax.Array          # (Q,) step uses the entering phi state
+    ran_before: jax.Array    # (P,) an earlier pixel rendered something (c-parity)
+    table: tuple             # (flat padded F table, padded shape, default_F)
+
+
+def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
+    """nanoBragg's inner loops for every pixel of a block at once.
+
+    Three nested ``lax.scan`` loops -- sub-pixel runs (layer, subS, subF), then
+    sources, then (phi, domain) steps -- each a single traced body, so the
+    compiled program does not grow with the loop counts.
+    ``body(acc, hkl, f_latt, skip, weight, e_index)`` folds one evaluation
+    (arrays over the block's pixels) into the accumulator dict ``acc``;
+    ``e_index`` is the evaluation's index within the pixel, in loop order.
+    ``extra`` adds fields to the accumulator.
+    """
+    dtype = blk.fast.dtype
+    n_pix = blk.fast.shape[0]
+    n_src = scene.incident.shape[0]
+    n_steps = blk.matrices.shape[0]
+    use_alt_steps = cfg.phi_carryover == "c-parity" and any(cfg.phi_zero)
+    ray = jax.vmap(_ray, in_axes=(0, 0, None, None, None))
+    evaluation = jax.vmap(_evaluation, in_axes=(0, None, None, None))
+    zeros = jnp.zeros(n_pix, dtype)
+    acc = dict(
+        I=zeros + scene.background_I,
+        omega=zeros,
+        capture=zeros + (0.0 if cfg.has_thickness else 1.0),
+        polar=zeros + (1.0 if cfg.nopolar else 0.0),
+        omega_sum=zeros,
+        ran=blk.ran_before,
+        **extra,
+    )
+    runs = np.asarray(_runs(cfg), dtype=np.int32).reshape(-1, 3)
+    run_xs = (
+        jnp.asarray(runs),
+        jnp.arange(len(runs), dtype=jnp.int32),
+        jnp.asarray((runs[:, 1] == 0) & (runs[:, 2] == 0)),
+    )
+    step_xs = (blk.matrices, blk.alt_matrices, blk.lead, jnp.arange(n_steps, dtype=jnp.int32))
+    source_xs = (scene.incident, scene.wavelength_m, jnp.arange(n_src, dtype=jnp.int32))
+
+    def run_body(acc, xs):
+        run, r_index, layer_start = xs
+        layer = run[0].astype(dtype)
+        diffracted, omega_sub = ray(blk.fast, blk.slow, (layer, run[1], run[2]), scene, cfg)
+        acc = dict(acc)
+        acc["omega"] = jnp.where((acc["omega"] == 0.0) | cfg.oversample_omega, omega_sub, acc["omega"])
+        acc["omega_sum"] = acc["omega_sum"] + acc["omega"]
+        if cfg.has_thickness:
+            capture = jnp.where(layer_start, zeros, acc["capture"])
+            fraction = absorption.capture_fraction(
+                layer, scene.layer_thickness_m, scene.mu_per_m, diffracted, scene.odet
+            )
+            acc["capture"] = jnp.where((capture == 0.0) | cfg.oversample_thick, fraction, capture)
+
+        def source_body(acc, xs):
+            incident, wavelength, s_index = xs
+            q = _scattering(diffracted, incident, wavelength)
+            cut = _dmin_cut(q, scene, cfg) | ~blk.active
+            acc = dict(acc)
+            if not cfg.nopolar or cfg.oversample_polar:
+                pol = polarization.polarization_factor(scene.kahn_factor, incident, diffracted, scene.polar_axis)
+                acc["polar"] = jnp.where(
+                    ~cut & ((acc["polar"] == 0.0) | cfg.oversample_polar), pol, acc["polar"]
+                )
+            weight = jnp.ones(n_pix, dtype)
+            if cfg.oversample_thick:
+                weight = weight * acc["capture"]
+            if cfg.oversample_polar:
+                weight = weight * acc["polar"]
+            if cfg.oversample_omega:
+                weight = weight * acc["omega"]
+            fresh = ~acc["ran"]
+            e_base = (r_index * n_src + s_index) * n_steps
+
+            def step_body(inner, xs):
+                cell_rows, alt_rows, is_lead, q_index = xs
+                hkl, f_latt = evaluation(q, cell_rows, scene, cfg)
+                if use_alt_steps:
+                    hkl_alt, f_alt = evaluation(q, alt_rows, scene, cfg)
+                    pick = fresh & is_lead
+                    hkl = jnp.where(pick[:, None], hkl_alt, hkl)
+                    f_latt = jnp.where(pick, f_alt, f_latt)
+                skip = cut
+                if not cfg.has_water:
+                    skip = skip | (f_latt == 0.0)
+                return body(inner, hkl, f_latt, skip, weight, e_base + q_index), None
+
+            acc = lax.scan(step_body, acc, step_xs)[0]
+            acc["ran"] = acc["ran"] | ~cut
+            return acc, None
+
+        return lax.scan(source_body, acc, source_xs)[0], None
+
+    return lax.scan(run_body, acc, run_xs)[0]
+
+
+def _accumulate(cfg: RenderConfig, table, mode_for):
+    """Loop body that adds F_cell² F_latt² (weighted or compounding) to ``I``."""
+    lookup = jax.vmap(_lookup_F, in_axes=(0, 0, 0, None, None))
+
+    def body(acc, hkl, f_latt, skip, weight, e_index):
+        mode = mode_for(e_index, hkl)
+        f_cell = lookup(hkl, lattice.nearest_index(hkl), mode, table, cfg)
+        term = f_cell * f_cell * f_latt * f_latt
+        acc = dict(acc)
+        if cfg.accumulation == "c-parity":
+            acc["I"] = jnp.where(skip, acc["I"], (acc["I"] + term) * weight)
+        else:
+            acc["I"] = acc["I"] + jnp.where(skip, 0.0, term * weight)
+        return acc
+
+    return body
+
+
+def _probe_out_of_range(cfg: RenderConfig, big):
+    """Loop body recording each pixel's first evaluation that leaves the table."""
+
+    def body(acc, hkl, f_latt, skip, weight, e_index):
+        oob = structure_factors.interpolation_out_of_range(hkl, cfg.hkl_min, cfg.hkl_max) & ~skip
+        new = oob & (acc["first_e"] == big)
+        acc = dict(acc)
+        acc["first_e"] = jnp.where(new, e_index, acc["first_e"])
+        acc["first_hkl"] = jnp.where(new[:, None], hkl, acc["first_hkl"])
+        return acc
+
+    return body
+
+
+def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
+    dtype = scene.pix0_m.dtype
+    fast, slow, in_rows = _block_pixels(cfg, block_index)
+    active = in_rows
+    if mask is not None:
+        active = active & (mask[jnp.clip(slow, 0, cfg.spixels - 1), fast] != 0)
+    states, alt_states, lead, end_state = _phi_states(scene, cfg, carry.phi_state)
+    n_domains = scene.mosaic_umats.shape[0]
+    table = (None, None, scene.default_F)
+    if cfg.has_hkls:
+        flat, shape = structure_factors.padded_table(scene.F_table, scene.default_F)
+        table = (flat, shape, scene.default_F)
+    blk = _Block(
+        fast=fast.astype(dtype),
+        slow=slow.astype(dtype),
+        active=active,
+        matrices=_step_matrices(states, scene.mosaic_umats),
+        alt_matrices=_step_matrices(alt_states, scene.mosaic_umats),
+        lead=jnp.repeat(lead, n_domains),
+        ran_before=jnp.zeros(fast.shape, bool),
+        table=table,
+    )
+    has_run = active
+    if cfg.phi_carryover == "c-parity" and any(cfg.phi_zero):
+        if cfg.has_dmin:
+            has_run = active & _any_uncut(scene, cfg, blk)
+        blk = blk._replace(ran_before=(jnp.cumsum(has_run) - has_run) > 0)
+    return blk, has_run, end_state
+
+
+def _any_uncut(scene: Scene, cfg: RenderConfig, blk: _Block):
+    """Per pixel: does any sub-pixel/source combination survive the dmin cut?"""
+    ray = jax.vmap(_ray, in_axes=(0, 0, None, None, None))
+    runs = jnp.asarray(np.asarray(_runs(cfg), dtype=np.int32).reshape(-1, 3))
+
+    def run_body(survives, run):
+        diffracted, _ = ray(blk.fast, blk.slow, (run[0].astype(blk.fast.dtype), run[1], run[2]), scene, cfg)
+
+        def source_body(survives, xs):
+            q = _scattering(diffracted, xs[0], xs[1])
+            return survives | ~_dmin_cut(q, scene, cfg), None
+
+        return lax.scan(source_body, survives, (scene.incident, scene.wavelength_m))[0], None
+
+    return lax.scan(run_body, jnp.zeros(blk.fast.shape, bool), runs)[0]
+
+
+def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
+    """Render one block; returns (new carry, (block_rows, roi width) intensities)."""
+    blk, has_run, end_state = _prepare_block(scene, cfg, mask, carry, block_index)
+    n_pix = blk.fast.shape[0]
+    interpolating, first_oob = carry.interpolating, carry.first_oob
+
+    if cfg.has_hkls and cfg.interpolate and cfg.interpolation_fallback == "c":
+        big = jnp.iinfo(jnp.int32).max
+        extra = dict(first_e=jnp.full(n_pix, big, jnp.int32),
+                     first_hkl=jnp.zeros((n_pix, 3), blk.fast.dtype))
+        probe = _loop_nest(scene, cfg, blk, _probe_out_of_range(cfg, big), extra)
+        pixel_has = interpolating & (probe["first_e"] != big)
+        found = jnp.any(pixel_has)
+        p_star = jnp.where(found, jnp.argmax(pixel_has), n_pix)
+        p_safe = jnp.clip(p_star, 0, n_pix - 1)
+        e_star = probe["first_e"][p_safe]
+        pixel_index = jnp.arange(n_pix)
+        on = interpolating
+
+        def mode_for(e_index, hkl):
+            before = (pixel_index < p_star) | ((pixel_index == p_star) & (e_index < e_star))
+            at = (pixel_index == p_star) & (e_index == e_star)
+            return jnp.where(on & before, 1, jnp.where(on & at, 2, 0))
+
+        hkl_star = probe["first_hkl"][p_safe]
+        record = jnp.concatenate([jnp.ones(1, hkl_star.dtype), hkl_star, lattice.nearest_index(hkl_star)])
+        first_oob = jnp.where(found & (first_oob[0] == 0), record, first_oob)
+        interpolating = interpolating & ~found
+    elif cfg.has_hkls and cfg.interpolate:
+        def mode_for(e_index, hkl):
+            oob = structure_factors.interpolation_out_of_range(hkl, cfg.hkl_min, cfg.hkl_max)
+            return jnp.where(oob, 0, 1)
+    else:
+        def mode_for(e_index, hkl):
+            return jnp.zeros(hkl.shape[:-1], jnp.int32)
+
+    final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, mode_for), {})
+
+    steps = scene.incident.shape[0] * scene.mosaic_umats.shape[0] * scene.phi_rad.shape[0] * cfg.oversample ** 2
+    value = R_E_SQR_M2 * scene.fluence * final["I"] / steps
+    if not cfg.oversample_thick:
+        value = value * final["capture"]
+    if not cfg.oversample_polar:
+        value = value * final["polar"]
+    if not cfg.oversample_omega:
+        value = value * final["omega"]
+    value = jnp.where(blk.active, value, 0.0)
+
+    phi_state = carry.phi_state
+    if cfg.phi_carryover == "c-parity" and any(cfg.phi_zero):
+        phi_state = jnp.where(jnp.any(has_run), end_state, carry.phi_state)
+    new_carry = Carry(
+        phi_state=phi_state,
+        interpolating=interpolating,
+        omega_sum=carry.omega_sum + jnp.sum(jnp.where(blk.active, final["omega_sum"], 0.0)),
+        first_oob=first_oob,
+    )
+    return new_carry, value.reshape(cfg.block_rows, -1)
+
+
+def initial_carry(scene: Scene) -> Carry:
+    """Carry at the first pixel: unrotated cell, interpolation on, nothing summed."""
+    dtype = scene.pix0_m.dtype
+    return Carry(
+        phi_state=scene.cell_m,
+        interpolating=jnp.asarray(True),
+        omega_sum=jnp.zeros((), dtype),
+        first_oob=jnp.zeros(7, dtype),
+    )
+
+
+def n_blocks(cfg: RenderConfig) -> int:
+    rows, _ = cfg.roi_shape
+    return -(-rows // cfg.block_rows)
+
+
+def _assemble(cfg: RenderConfig, blocks, dtype):
+    """Place (n_blocks, block_rows, width) block outputs into the full image."""
+    x0, x1, y0, y1 = cfg.roi_bounds
+    rows, width = cfg.roi_shape
+    roi_image = blocks.reshape(-1, width)[:rows]
+    image = jnp.zeros((cfg.spixels, cfg.fpixels), dtype)
+    return image.at[y0:y1 + 1, x0:x1 + 1].set(roi_image)
+
+
+def render_core(scene: Scene, cfg: RenderConfig, mask=None, *, checkpoint: bool = False) -> RenderResult:
+    """Render the whole image (pure; jit it with ``cfg`` static).
+
+    A ``lax.scan`` over row blocks carries nanoBragg's pixel-to-pixel state.
+    With ``checkpoint=True`` each block is rematerialised in the backward
+    pass, so a gradient needs the memory of one block, not of the image.
+    """
+    block = functools.partial(_block, scene, cfg, mask)
+    if checkpoint:
+        block = jax.checkpoint(block)
+    carry, blocks = lax.scan(block, initial_carry(scene), jnp.arange(n_blocks(cfg)))
+    image = _assemble(cfg, blocks, scene.pix0_m.dtype)
+    return RenderResult(image=image, omega_sum=carry.omega_sum, interpolation_off_at=carry.first_oob)
+
+
+render = jax.jit(render_core, static_argnames=("cfg", "checkpoint"))

@@ -1,0 +1,659 @@
+"""From nanoBragg's settings to a renderable experiment.
+
+:func:`build` runs nanoBragg.c's set-up in its order -- detector size and
+fluence bookkeeping, the detector convention, step-count auto-selection for
+phi, divergence, dispersion, sensor layers and mosaic domains, detector
+placement, the unit cell, crystal size and automatic oversampling, structure
+factors, sources and mosaic domains -- and returns an :class:`Experiment`:
+
+* ``scene`` -- a :class:`nbjax.engine.Scene` (arrays; differentiable inputs),
+* ``config`` -- a :class:`nbjax.engine.RenderConfig` (static sizes and switches),
+* ``mask`` -- optional (spixels, fpixels) array, 0 = skip the pixel,
+* ``outputs`` -- what to write where (:class:`Outputs`),
+* ``log`` -- the set-up lines nanoBragg prints, and values needed for headers.
+
+Every decision nanoBragg makes with an exact floating-point comparison (is phi
+exactly 0? is the normal vector exactly unit length?) is made here on the host
+in float64, with the same arithmetic.  Geometry itself is computed with the
+same jnp functions :func:`nbjax.simulate` differentiates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+from nbjax import cflags
+from nbjax.constants import AVOGADRO, R_E_SQR_M2, RTD, WATER_F, WATER_MW_G_PER_MOL
+from nbjax.engine import RenderConfig, Scene
+from nbjax.errors import InputError
+from nbjax.geometry import conventions, crystal, detector
+from nbjax.geometry.conventions import Convention, Pivot
+from nbjax.io import hkl as hkl_io
+from nbjax.io import matrix as matrix_io
+from nbjax.io import smv as smv_io
+from nbjax.io.fdump import read_fdump, write_fdump
+from nbjax.io.sourcefile import read_sourcefile
+from nbjax.physics import rng, sources
+
+DBL_MIN = 2.2250738585072014e-308
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """Files to write and how to scale them (nanoBragg's names and defaults)."""
+
+    floatfile: str
+    intfile: str
+    pgmfile: str | None
+    noisefile: str | None
+    intfile_scale: float
+    pgm_scale: float
+    adc_offset: float
+    noise_seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    scene: Scene
+    config: RenderConfig
+    mask: np.ndarray | None
+    outputs: Outputs
+    log: tuple
+    header: dict            # values for SMV headers and printed statistics
+    rng_state: object       # nanoBragg's shared random-number state after set-up
+    warnings: tuple
+    notes: tuple
+
+
+# --------------------------------------------------------------------------
+# small host-side helpers (float64, nanoBragg's arithmetic)
+
+
+def _unitize(v):
+    mag = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    if mag != 0.0:
+        return [v[0] / mag, v[1] / mag, v[2] / mag], mag
+    return [0.0, 0.0, 0.0], mag
+
+
+def _cross(x, y):
+    return [x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0]]
+
+
+def _g(x):
+    return "%g" % x
+
+
+def _read_header(st: cflags.CSettings, path: str, is_mask: bool):
+    """Apply an SMV header as nanoBragg does before reading the command line."""
+    image = smv_io.read_smv(path)
+    st.fpixels, st.spixels = image.width, image.height
+    value = lambda key: smv_io.smv_value(image.header, key)
+    test = value("PIXEL_SIZE")
+    if not math.isnan(test):
+        st.pixel_size = test / 1000.0
+    st.detsize_f = st.pixel_size * st.fpixels
+    st.detsize_s = st.pixel_size * st.spixels
+    for key, field, scale in (("DISTANCE", "distance", 1000.0), ("CLOSE_DISTANCE", "close_distance", 1000.0),
+                              ("WAVELENGTH", "lambda0", 1e10)):
+        test = value(key)
+        if not math.isnan(test):
+            setattr(st, field, test / scale)
+    test = value("BEAM_CENTER_X")
+    if not math.isnan(test):
+        st.Xbeam = test / 1000.0
+    test = value("BEAM_CENTER_Y")
+    if not math.isnan(test):
+        st.Ybeam = st.detsize_s - test / 1000.0 if is_mask else test / 1000.0
+    for key in ("ORGX", "ORGY"):
+        test = value(key)
+        if not math.isnan(test):
+            setattr(st, key, test)
+    test = value("PHI")
+    if not math.isnan(test):
+        st.phi0 = test / RTD
+    test = value("OSC_RANGE")
+    if not math.isnan(test):
+        st.osc = test / RTD
+    # TWOTHETA is read into a variable nanoBragg never uses for the detector.
+    return image
+
+
+def parse_args(argv, *, read_headers=True):
+    """Parse nanoBragg arguments; SMV headers of -mask/-img are applied first.
+
+    Returns ``(settings, mask_image)``.
+    """
+    probe = cflags.parse(argv)  # validates, and finds -mask / -img
+    st = cflags.CSettings()
+    mask_image = None
+    if read_headers and probe.maskfilename is not None:
+        mask_image = _read_header(st, probe.maskfilename, is_mask=True)
+    if read_headers and probe.imginfilename is not None:
+        _read_header(st, probe.imginfilename, is_mask=False)
+    final = cflags.parse(argv, initial=st)
+    return final, mask_image
+
+
+# --------------------------------------------------------------------------
+
+
+def build(
+    argv,
+    *,
+    accumulation: str = "spec",
+    phi_carryover: str = "spec",
+    interpolation_fallback: str = "c",
+    dtype=jnp.float64,
+    block_rows: int | None = None,
+    write_fdump_cache: bool = True,
+    now: float | None = None,
+) -> Experiment:
+    """Set up an experiment from nanoBragg command-line arguments.
+
+    ``accumulation`` / ``phi_carryover``: "spec" (physically correct) or
+    "c-parity" (released nanoBragg.c).  Raises :class:`InputError` on bad input.
+    """
+    st, mask_image = parse_args(argv)
+    log, warnings = [], []
+
+    # ---- detector size, fluence -------------------------------------------------
+    if st.pixel_size <= 0 or not math.isfinite(st.pixel_size):
+        raise InputError("-pixel: pixel size must be positive")
+    if st.fpixels < 0 or st.spixels < 0:
+        raise InputError("-detpixels: pixel counts must not be negative")
+    if st.fpixels:
+        st.detsize_f = st.pixel_size * st.fpixels
+    if st.spixels:
+        st.detsize_s = st.pixel_size * st.spixels
+    fpixels = int(math.ceil(st.detsize_f / st.pixel_size - 0.5))
+    spixels = int(math.ceil(st.detsize_s / st.pixel_size - 0.5))
+    if fpixels <= 0 or spixels <= 0:
+        raise InputError(f"detector has no pixels ({fpixels}x{spixels}): check -detpixels/-detsize/-pixel")
+    if fpixels * spixels > 2**31 - 1:
+        raise InputError(f"detector too large ({fpixels}x{spixels} pixels)")
+    if not (st.lambda0 > 0 and math.isfinite(st.lambda0)):
+        raise InputError("-lambda/-energy: wavelength must be positive and finite")
+
+    if st.flux != 0.0 and st.exposure > 0.0 and st.beamsize >= 0:
+        st.fluence = st.flux * st.exposure / st.beamsize / st.beamsize if st.beamsize > 0 else math.inf
+    if st.beamsize >= 0:
+        if st.beamsize < st.sample_y:
+            warnings.append(f"WARNING: clipping sample ({st.sample_y:g} m high) with beam ({st.beamsize:g} m)")
+            st.sample_y = st.beamsize
+        if st.beamsize < st.sample_z:
+            warnings.append(f"WARNING: clipping sample ({st.sample_z:g} m wide) with beam ({st.beamsize:g} m)")
+            st.sample_z = st.beamsize
+    if not math.isfinite(st.fluence):
+        raise InputError("-flux/-beamsize: the fluence is not finite (beam size 0?)")
+
+    nan = math.isnan
+    Fclose = (st.ORGX - 0.5) * st.pixel_size if not nan(st.ORGX) else math.nan
+    Sclose = (st.ORGY - 0.5) * st.pixel_size if not nan(st.ORGY) else math.nan
+    if nan(Fclose):
+        Fclose = (st.detsize_f - 0 * st.pixel_size) / 2.0
+    if nan(Sclose):
+        Sclose = (st.detsize_s + 0 * st.pixel_size) / 2.0
+    Xclose = Fclose if nan(st.Xclose) else st.Xclose
+    Yclose = Sclose if nan(st.Yclose) else st.Yclose
+    Fbeam, Sbeam = Fclose, Sclose
+
+    roi = list(st.roi)
+    if roi[0] < 0:
+        roi[0] = 0
+    if roi[1] < 0:
+        roi[1] = fpixels
+    if roi[2] < 0:
+        roi[2] = 0
+    if roi[3] < 0:
+        roi[3] = spixels
+    if roi[0] > roi[1] or roi[2] > roi[3]:
+        raise InputError(f"-roi: xmin must not exceed xmax, nor ymin ymax (got {' '.join(map(str, st.roi))})")
+
+    # ---- convention ---------------------------------------------------------
+    convention = Convention(st.convention)
+    pivot = Pivot(st.pivot)
+    vectors = dict(beam=st.beam_vector, fdet=st.fdet_vector, sdet=st.sdet_vector, odet=st.odet_vector,
+                   twotheta_axis=st.twotheta_axis, polar=st.polar_vector, spindle=st.spindle_vector)
+    Xbeam, Ybeam = st.Xbeam, st.Ybeam
+    if convention is not Convention.CUSTOM:
+        axes = conventions.AXES[convention]
+        dx, dy = conventions.default_beam_center(convention, st.detsize_f, st.detsize_s, st.pixel_size, Xclose, Yclose)
+        Xbeam = dx if nan(Xbeam) else Xbeam
+        Ybeam = dy if nan(Ybeam) else Ybeam
+        vectors = {k: [float(c) for c in getattr(axes, k)] for k in vectors}
+        Fbeam, Sbeam = conventions.beam_spot_from_center(convention, Xbeam, Ybeam, st.pixel_size, st.detsize_s)
+        pivot = axes.pivot
+    else:
+        Xbeam = Xclose if nan(Xbeam) else Xbeam
+        Ybeam = Yclose if nan(Ybeam) else Ybeam
+        Fbeam, Sbeam = Xbeam, Ybeam
+        Fclose, Sclose = Xbeam, Ybeam
+
+    beam, _ = _unitize(vectors["beam"])
+    fdet, _ = _unitize(vectors["fdet"])
+    sdet, _ = _unitize(vectors["sdet"])
+    odet, mag = _unitize(vectors["odet"])
+    if mag != 1.0:
+        warnings.append("WARNING: auto-generating odet_vector")
+        odet, _ = _unitize(_cross(fdet, sdet))
+    polar, _ = _unitize(vectors["polar"])
+    spindle, _ = _unitize(vectors["spindle"])
+    twotheta_axis = list(vectors["twotheta_axis"])
+    vertical, _ = _unitize(_cross(beam, polar))
+    if st.pix0_vector is not None:
+        warnings.append(
+            "NOTE: -pix0_vector selects the custom convention but, as in nanoBragg.c, does not move "
+            "the detector: the origin follows from the beam centre, distance and pivot"
+        )
+
+    # ---- structure factor source check ------------------------------------------
+    dump_path = st.dumpfilename
+    have_dump = st.hklfilename is None and os.path.isfile(dump_path)
+    if st.hklfilename is None and not have_dump and st.default_F == 0.0:
+        raise InputError("no structure factors: give -hkl FILE (or an Fdump.bin from a previous run) or -default_F")
+    if st.matfilename is None and st.cell[0] == 0.0:
+        raise InputError("no unit cell: give -mat FILE or -cell a b c alpha beta gamma")
+
+    # ---- step auto-selection -----------------------------------------------------
+    phisteps, osc, phistep = _phi_steps(st.phisteps, st.osc, st.phistep)
+    hdivsteps, hdivrange, hdivstep = sources.resolve_steps(st.hdivsteps, st.hdivrange, st.hdivstep, default_span=1.0)
+    vdivsteps, vdivrange, vdivstep = sources.resolve_steps(st.vdivsteps, st.vdivrange, st.vdivstep, default_span=1.0)
+    dispsteps, dispersion, dispstep = sources.resolve_steps(st.dispsteps, st.dispersion, st.dispstep, default_span=1.0)
+    thicksteps, thick, thickstep = _thickness_steps(st.detector_thicksteps, st.detector_thick, st.detector_thickstep)
+    detector_mu = st.detector_mu
+    if thick > 0.0 and detector_mu < 0.0:
+        detector_mu = 1.0 / thick
+        warnings.append(f"WARNING: setting detector attenuation depth to {detector_mu:g} m")
+    mosaic_domains, mosaic_spread = _mosaic_domains(st.mosaic_domains, st.mosaic_spread, warnings)
+    hdivsteps, hdivrange, hdivstep = sources.sanitize(hdivsteps, hdivrange, hdivstep)
+    vdivsteps, vdivrange, vdivstep = sources.sanitize(vdivsteps, vdivrange, vdivstep)
+    dispsteps, dispersion, dispstep = sources.sanitize(dispsteps, dispersion, dispstep)
+    thicksteps, thick, thickstep = sources.sanitize(thicksteps, thick, thickstep)
+
+    log.append(f"{convention.value} convention selected.")
+
+    # ---- detector placement -----------------------------------------------------
+    ratio_probe = None  # computed inside place_detector
+    det_params = detector.DetectorParams(
+        fdet=jnp.asarray(fdet, jnp.float64), sdet=jnp.asarray(sdet, jnp.float64),
+        odet=jnp.asarray(odet, jnp.float64), beam=jnp.asarray(beam, jnp.float64),
+        twotheta_axis=jnp.asarray(twotheta_axis, jnp.float64),
+        pixel_size_m=jnp.asarray(st.pixel_size, jnp.float64),
+        distance_m=jnp.asarray(st.distance, jnp.float64),
+        close_distance_m=jnp.asarray(0.0 if nan(st.close_distance) else st.close_distance, jnp.float64),
+        beam_fast_m=jnp.asarray(Fbeam, jnp.float64), beam_slow_m=jnp.asarray(Sbeam, jnp.float64),
+        close_fast_m=jnp.asarray(Fclose, jnp.float64), close_slow_m=jnp.asarray(Sclose, jnp.float64),
+        rotations_rad=jnp.asarray([st.detector_rotx, st.detector_roty, st.detector_rotz], jnp.float64),
+        twotheta_rad=jnp.asarray(st.detector_twotheta, jnp.float64),
+    )
+    frame = detector.place_detector(det_params, pivot, close_distance_given=not nan(st.close_distance))
+    frame = _to_numpy(frame)
+    log.append("pivoting detector around sample" if pivot is Pivot.SAMPLE else "pivoting detector around direct beam spot")
+    xds_beam = [float(np.dot(beam, frame.fdet)), float(np.dot(beam, frame.sdet)), float(np.dot(beam, frame.odet))]
+    log.append("XDS incident beam: " + " ".join(_g(x) for x in xds_beam))
+
+    interpolate = st.interpolate
+    if interpolate > 1:
+        if st.Na <= 2 or st.Nb <= 2 or st.Nc <= 2:
+            log.append("auto-selected tricubic interpolation of structure factors")
+            interpolate = 1
+        else:
+            log.append("auto-selected no interpolation")
+            interpolate = 0
+
+    # ---- unit cell and orientation ------------------------------------------------
+    rng_state = rng.CStatics()
+    misset_mode = st.misset_mode
+    misset = list(st.misset_rad)
+    seed = st.seed if st.seed is not None else -int(now if now is not None else time.time())
+    misset_seed = st.misset_seed if st.misset_seed is not None else -int(now if now is not None else time.time())
+    if misset_mode == -1:
+        misset = [float(x) for x in rng.random_misset(misset_seed, rng_state)]
+        log.append("random orientation misset angles: %f %f %f deg" % tuple(x * RTD for x in misset))
+        misset_mode = 1
+    misset_rad = jnp.asarray(misset if misset_mode > 0 else [0.0, 0.0, 0.0], jnp.float64)
+    cell = None
+    if st.user_cell:
+        cell = list(st.cell)
+        if cell[1] <= 0.0:
+            cell[1] = cell[0]
+        if cell[2] <= 0.0:
+            cell[2] = cell[0]
+        for k in (3, 4, 5):
+            if cell[k] <= 0.0:
+                cell[k] = math.pi / 2
+        cell = jnp.asarray(cell, jnp.float64)
+        recip, volume = crystal.reciprocal_from_cell(cell)
+    if st.matfilename is not None:
+        log.append(f"reading {st.matfilename}")
+        matrix = matrix_io.read_mosflm_matrix(st.matfilename)
+        recip = (1e-10 / st.lambda0) * jnp.asarray(matrix, jnp.float64).T
+    if cell is not None:
+        lattice = crystal.lattice_from_reciprocal(recip, misset_rad, cell=cell, cell_volume_A3=volume)
+    else:
+        lattice = crystal.lattice_from_reciprocal(recip, misset_rad)
+    real_A = np.asarray(lattice.real_A)
+    recip_A = np.asarray(lattice.reciprocal_A)
+    if not np.all(np.isfinite(real_A)):
+        raise InputError("the unit cell is degenerate (zero volume): check -cell / -mat")
+    direct, reciprocal = crystal.cell_parameters(lattice.real_A, lattice.reciprocal_A, lattice.volume_A3)
+    direct, reciprocal = np.asarray(direct), np.asarray(reciprocal)
+    log.append("Unit Cell: " + " ".join(_g(x) for x in list(direct[:3]) + list(direct[3:] * RTD)))
+    log.append("Recp Cell: " + " ".join(_g(x) for x in list(reciprocal[:3]) + list(reciprocal[3:] * RTD)))
+    log.append(f"volume = {float(lattice.volume_A3):g} A^3")
+    log.append("real-space cell vectors (Angstrom):")
+    log.append("     %-10s  %-10s  %-10s" % ("a", "b", "c"))
+    for axis, name in enumerate("XYZ"):
+        log.append("%s: %11.8f %11.8f %11.8f" % (name, real_A[0, axis], real_A[1, axis], real_A[2, axis]))
+    log.append("reciprocal-space cell vectors (Angstrom^-1):")
+    log.append("     %-10s  %-10s  %-10s" % ("a_star", "b_star", "c_star"))
+    for axis, name in enumerate("XYZ"):
+        log.append("%s: %11.8f %11.8f %11.8f" % (name, recip_A[0, axis], recip_A[1, axis], recip_A[2, axis]))
+    cell_m = 1e-10 * real_A
+
+    # ---- crystal size, oversampling -------------------------------------------------
+    Na, Nb, Nc = st.Na, st.Nb, st.Nc
+    lengths = [math.sqrt(float(np.dot(v, v))) for v in cell_m]
+    if st.sample_x > 0:
+        Na = math.ceil(st.sample_x / lengths[0])
+    if st.sample_y > 0:
+        Nb = math.ceil(st.sample_y / lengths[1])
+    if st.sample_z > 0:
+        Nc = math.ceil(st.sample_z / lengths[2])
+    Na, Nb, Nc = (max(float(n), 1.0) if n > 1.0 else 1.0 for n in (Na, Nb, Nc))
+    xtal = [lengths[0] * Na, lengths[1] * Nb, lengths[2] * Nc]
+    log.append("crystal is %g x %g x %g microns" % tuple(x * 1e6 for x in xtal))
+    xtalsize_max = max(xtal)
+    distance = float(frame.distance_m)
+    reciprocal_pixel = st.lambda0 * distance / st.pixel_size
+    recommended = int(math.ceil(3.0 * xtalsize_max / reciprocal_pixel))
+    if recommended <= 0:
+        recommended = 1
+    oversample = st.oversample
+    if oversample <= 0:
+        oversample = recommended
+        log.append(f"auto-selected {oversample}-fold oversampling")
+    if oversample < recommended:
+        warnings.append(f"WARNING: maximum dimension of sample is {xtalsize_max * 1e10:g} A")
+        warnings.append(f"         but reciprocal pixel size is {reciprocal_pixel * 1e10:g} A")
+        warnings.append("         intensity may vary significantly across a pixel!")
+        warnings.append(f"         recommend -oversample {recommended} to work around this")
+
+    # ---- structure factors ---------------------------------------------------------
+    table = None
+    if st.hklfilename is not None:
+        table = hkl_io.read_hkl(st.hklfilename, default_F=st.default_F)
+        log.append(f"counting entries in {st.hklfilename}")
+        log.append(f"re-reading {st.hklfilename}")
+        if write_fdump_cache:
+            try:
+                write_fdump(dump_path, table)
+                log.append(f"writing dump file for next time: {dump_path}")
+            except InputError:
+                warnings.append(f"WARNING: unable to open dump file: {dump_path}")
+    elif have_dump:
+        log.append(f"reading Fs from {dump_path}")
+        table = read_fdump(dump_path)
+    hkls = table.count if table is not None else 0
+    if hkls == 0:
+        interpolate = 0
+
+    if st.stolfilename is not None:
+        warnings.append(f"NOTE: {st.stolfilename} is not used: nanoBragg.c reads -stol/-4stol/-Q files but never uses them")
+    if st.coherent:
+        warnings.append("NOTE: -coherent has no effect (as in nanoBragg.c)")
+    if st.printout or st.printout_pixel is not None:
+        raise InputError("-printout/-printout_pixel: per-pixel console dumps are not supported; "
+                         "use the Python API (nbjax.experiment / nbjax.engine) to inspect pixels")
+    if st.stoloutfilename is not None:
+        raise InputError("-stolout: nanoBragg.c never writes this file; nbjax does not either")
+
+    for t in range(thicksteps):
+        log.append(f"thick{t} = {thickstep * t * 1e6:g} um")
+    phi_values = [st.phi0 + phistep * j for j in range(phisteps)]
+    for j, phi in enumerate(phi_values):
+        log.append(f"phi{j} = {phi * RTD:g}")
+
+    # ---- sources ---------------------------------------------------------------------
+    if st.sourcefilename is not None:
+        raw = read_sourcefile(st.sourcefilename)
+        positions, wavelengths, weights = sources.file_sources(raw, beam, st.lambda0)
+        divsteps = -1
+    else:
+        grid = sources.divergence_grid(hdivsteps, hdivrange, hdivstep, vdivsteps, vdivrange, vdivstep, st.round_div)
+        for h, v in grid:
+            log.append(f"divergence deviation: {h:g} {v:g}")
+        for k in range(dispsteps):
+            log.append("lambda%d = %.15g" % (k, st.lambda0 * (1.0 + dispstep * k - dispersion / 2.0)))
+        positions, wavelengths = sources.generated_sources(
+            beam, polar, vertical, grid, st.lambda0, dispsteps, dispstep, dispersion)
+        weights = np.full(len(wavelengths), 1.0 / max(len(wavelengths), 1))
+        divsteps = len(grid)
+    n_sources = len(wavelengths)
+    if n_sources == 0:
+        raise InputError("no X-ray sources (empty divergence grid or source file)")
+    log.append(f"  created a total of {n_sources} sources:")
+    for p, w, lam in zip(positions, weights, wavelengths):
+        log.append(f"{_g(p[0])} {_g(p[1])} {_g(p[2])}   {_g(w)} {_g(lam)}")
+    directions = sources.unit_directions(positions)
+    if np.any(~np.isfinite(wavelengths)) or np.any(wavelengths <= 0):
+        raise InputError("source wavelengths must be positive")
+
+    # ---- mosaic domains ---------------------------------------------------------------
+    umats = rng.mosaic_domain_umats(mosaic_spread, mosaic_domains, st.mosaic_seed, rng_state)
+    log.append(f"  created a total of {mosaic_domains} mosaic domains")
+    if oversample <= 0:
+        oversample = 1
+
+    # ---- water background ---------------------------------------------------------------
+    water = st.water_size
+    background = WATER_F * WATER_F * R_E_SQR_M2 * st.fluence * water * water * water * 1e6 * AVOGADRO / WATER_MW_G_PER_MOL
+
+    # ---- summary lines (nanoBragg prints these before rendering) ------------------------
+    shape_name = {"round": "ellipsoidal", "square": "parallelpiped", "gauss": "gaussian", "tophat": "tophat-spot"}
+    log.append(f"  {hkls} initialized hkls (all others ={_g(st.default_F)})")
+    log.append(f"  {shape_name[st.xtal_shape]} xtal: {Na:.0f}x{Nb:.0f}x{Nc:.0f} cells")
+    log.append(f"  wave={_g(st.lambda0)} meters +/- {_g(dispersion * 100)}% in {dispsteps} steps")
+    log.append("  polarization effect disabled" if st.nopolar else f"  Kahn polarization factor: {st.polarization:f}")
+    if st.curved_detector:
+        log.append("  curved detector: all pixels same distance from origin")
+    if st.point_pixel:
+        log.append("  pixel obliquity effect disabled")
+    log.append(f"  incident fluence: {_g(st.fluence)} photons/m^2")
+    log.append(f"  distance={_g(distance)} detsize={_g(st.detsize_f)}x{_g(st.detsize_s)}  pixel={_g(st.pixel_size)} meters ({fpixels}x{spixels} pixels)")
+    log.append(f"  sensor is {_g(thick)} m thick in {thicksteps} layers with mu= {_g(detector_mu)}")
+    log.append(f"  Xbeam={_g(Xbeam)} Ybeam={_g(Ybeam)}")
+    log.append(f"  Fbeam={_g(frame.beam_fast_m)} Sbeam={_g(frame.beam_slow_m)}")
+    log.append(f"  Xclose={_g(Xclose)} Yclose={_g(Yclose)}")
+    log.append(f"  Fclose={_g(frame.close_fast_m)} Sclose={_g(frame.close_slow_m)}")
+    for name, v in (("X", frame.fdet), ("Y", frame.sdet), ("Z", frame.odet)):
+        log.append(f"  DIRECTION_OF_DETECTOR_{name}-AXIS= " + " ".join(_g(x) for x in v))
+    log.append("  INCIDENT_BEAM_DIRECTION= " + " ".join(_g(x) for x in beam))
+    log.append("  spindle ROTATION_AXIS= " + " ".join(_g(x) for x in spindle))
+    log.append("  POLARIZATION_PLANE_NORMAL= " + " ".join(_g(x) for x in _cross(beam, polar)))
+    log.append("  dials origin= " + " ".join(_g(x) for x in frame.dials_origin_mm))
+    log.append(f"  roi: {roi[0]} < x < {roi[1]} && {roi[2]} < y < {roi[3]}")
+    log.append(f"  hdivrange={_g(hdivrange)} hdivstep={_g(hdivstep)}  radians")
+    log.append(f"  vdivrange={_g(vdivrange)} vdivstep={_g(vdivstep)}  radians")
+    log.append(f"  {divsteps} divergence steps")
+    log.append(f"  {n_sources} sources")
+    log.append(f"  {mosaic_domains} mosaic domains over mosaic spread of {_g(mosaic_spread * RTD)} degrees")
+    log.append(f"  {phisteps} phi steps from {_g(st.phi0 * RTD)} to {_g((st.phi0 + osc) * RTD)} degrees")
+    flags = "".join(f" +{n}" for n, on in (("thick", st.oversample_thick), ("polar", st.oversample_polar),
+                                            ("omega", st.oversample_omega)) if on)
+    log.append(f"  {oversample}x{oversample} pixel oversample steps{flags}")
+    if st.maskfilename is not None:
+        log.append(f"  skipping zero-flagged pixels in {st.maskfilename}")
+
+    # ---- mask ----------------------------------------------------------------------------
+    mask = None
+    if mask_image is not None:
+        if mask_image.data.shape != (spixels, fpixels):
+            raise InputError(
+                f"{st.maskfilename}: mask is {mask_image.width}x{mask_image.height} pixels but the detector is {fpixels}x{spixels}")
+        mask = np.asarray(mask_image.data)
+
+    # ---- static configuration ----------------------------------------------------------------
+    roi_clipped = (roi[0], min(roi[1], fpixels - 1), roi[2], min(roi[3], spixels - 1))
+    if roi_clipped[0] > roi_clipped[1] or roi_clipped[2] > roi_clipped[3]:
+        raise InputError("-roi: the region lies outside the detector")
+    hkl_min = table.hkl_min if table is not None else (0, 0, 0)
+    hkl_max = table.hkl_max if table is not None else (0, 0, 0)
+    config = RenderConfig(
+        fpixels=fpixels,
+        spixels=spixels,
+        roi=None if roi_clipped == (0, fpixels - 1, 0, spixels - 1) else roi_clipped,
+        oversample=oversample,
+        thicksteps=thicksteps,
+        shape=st.xtal_shape,
+        nopolar=st.nopolar,
+        point_pixel=st.point_pixel,
+        curved_detector=st.curved_detector,
+        oversample_thick=st.oversample_thick,
+        oversample_polar=st.oversample_polar,
+        oversample_omega=st.oversample_omega,
+        has_thickness=thick != 0.0,
+        has_water=water != 0.0,
+        has_dmin=st.dmin > 0.0,
+        has_hkls=hkls > 0,
+        hkl_min=tuple(int(x) for x in hkl_min),
+        hkl_max=tuple(int(x) for x in hkl_max),
+        interpolate=bool(interpolate),
+        interpolation_fallback=interpolation_fallback,
+        accumulation=accumulation,
+        phi_carryover=phi_carryover,
+        phi_zero=tuple(phi == 0.0 for phi in phi_values),
+        block_rows=block_rows or default_block_rows(roi_clipped, oversample, thicksteps, n_sources,
+                                                    phisteps * mosaic_domains),
+    )
+    if table is not None:
+        values = np.asarray(table.values)[:-1, :-1, :-1]
+    else:
+        values = np.zeros((1, 1, 1))
+    as_dtype = lambda x: jnp.asarray(x, dtype)
+    scene = Scene(
+        pix0_m=as_dtype(frame.pix0_m), fdet=as_dtype(frame.fdet), sdet=as_dtype(frame.sdet), odet=as_dtype(frame.odet),
+        pixel_size_m=as_dtype(st.pixel_size), close_distance_m=as_dtype(frame.close_distance_m),
+        distance_m=as_dtype(frame.distance_m), beam=as_dtype(beam),
+        layer_thickness_m=as_dtype(thickstep), mu_per_m=as_dtype(detector_mu),
+        incident=as_dtype(-directions), wavelength_m=as_dtype(wavelengths),
+        polar_axis=as_dtype(polar), kahn_factor=as_dtype(st.polarization),
+        fluence=as_dtype(st.fluence), background_I=as_dtype(background), dmin_m=as_dtype(st.dmin),
+        cell_m=as_dtype(cell_m), reciprocal_A=as_dtype(recip_A),
+        n_cells=as_dtype([Na, Nb, Nc]), fudge=as_dtype(st.fudge),
+        spindle=as_dtype(spindle), phi_rad=as_dtype(phi_values), mosaic_umats=as_dtype(umats),
+        F_table=as_dtype(values), default_F=as_dtype(st.default_F),
+    )
+    header = dict(
+        fpixels=fpixels, spixels=spixels, pixel_size_mm=st.pixel_size * 1000.0, distance_mm=distance * 1000.0,
+        wavelength_A=st.lambda0 * 1e10, beam_center_x_mm=Xbeam * 1000.0, beam_center_y_mm=Ybeam * 1000,
+        adxv_center_x_mm=float(frame.beam_fast_m) * 1000.0,
+        adxv_center_y_mm=(st.detsize_s - float(frame.beam_slow_m)) * 1000,
+        mosflm_center_x_mm=(float(frame.beam_slow_m) - 0.5 * st.pixel_size) * 1000.0,
+        mosflm_center_y_mm=(float(frame.beam_fast_m) - 0.5 * st.pixel_size) * 1000,
+        denzo_x_beam_mm=(float(frame.beam_slow_m) - 0.0 * st.pixel_size) * 1000.0,
+        denzo_y_beam_mm=(float(frame.beam_fast_m) - 0.0 * st.pixel_size) * 1000,
+        dials_origin_mm=tuple(float(x) for x in frame.dials_origin_mm),
+        xds_orgx=float(frame.xds_orgx), xds_orgy=float(frame.xds_orgy),
+        close_distance_mm=float(frame.close_distance_m) * 1000.0,
+        phi_deg=st.phi0 * RTD, osc_start_deg=st.phi0 * RTD, osc_range_deg=osc * RTD,
+        twotheta_deg=st.detector_twotheta * RTD,
+        roi=tuple(roi), oversample=oversample, pixel_size_m=st.pixel_size,
+        steps=n_sources * mosaic_domains * phisteps * oversample * oversample,
+        interpolate=bool(interpolate),
+    )
+    outputs = Outputs(
+        floatfile=st.floatfilename,
+        intfile=st.intfilename,
+        pgmfile=st.pgmfilename if st.write_pgm else None,
+        noisefile=st.noisefilename if st.calculate_noise else None,
+        intfile_scale=st.intfile_scale,
+        pgm_scale=st.pgm_scale,
+        adc_offset=st.adc_offset,
+        noise_seed=seed,
+    )
+    if st.calculate_noise:
+        log.append("")
+        log.append("  noise image paramters:")
+        log.append(f"  seed: {seed}")
+        log.append(f"  water droplet size: {_g(water)} m")
+    return Experiment(scene=scene, config=config, mask=mask, outputs=outputs, log=tuple(log),
+                      header=header, rng_state=rng_state, warnings=tuple(warnings), notes=tuple(st.notes))
+
+
+def default_block_rows(roi, oversample, thicksteps, n_sources, n_steps):
+    """Rows per block: about 2^17–2^18 pixel evaluations per inner step."""
+    width = roi[1] - roi[0] + 1
+    rows = max(1, (1 << 17) // max(width, 1))
+    return int(min(rows, roi[3] - roi[2] + 1))
+
+
+def _to_numpy(tree):
+    import jax
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _phi_steps(phisteps, osc, phistep):
+    if phisteps < 0:
+        if osc < 0.0:
+            if phistep <= 0.0:
+                return 1, 0.0, 0.0
+            return 2, phistep, phistep
+        if phistep <= 0.0:
+            return 2, osc, osc / 2.0
+        return int(math.ceil(osc / phistep)), osc, phistep
+    if phisteps == 0:
+        phisteps = 1
+    if osc < 0.0:
+        if phistep <= 0.0:
+            osc = 1.0 / RTD
+            return phisteps, osc, osc / phisteps
+        return 2, phistep, phistep
+    if phistep < 0.0:
+        return phisteps, osc, osc / phisteps
+    return phisteps, osc, phistep
+
+
+def _thickness_steps(count, thick, step):
+    if count <= 0:
+        if thick < 0.0:
+            if step <= 0.0:
+                return 1, 0.0, 0.0
+            return 2, step, step
+        if step <= 0.0:
+            return 2, thick, thick / 2
+        return int(math.ceil(thick / step)), thick, step
+    if thick < 0.0:
+        if step <= 0.0:
+            thick = 0.5e-6
+            return count, thick, thick / count
+        return 2, step, step
+    if step <= 0.0:
+        if count <= 1:
+            count = 2
+        return count, thick, thick / (count - 1)
+    return count, thick, step
+
+
+def _mosaic_domains(domains, spread, warnings):
+    if domains <= 0:
+        if spread < 0.0:
+            return 1, 0.0
+        if spread == 0.0:
+            return 1, spread
+        warnings.append("WARNING: finite mosaicity with only one domain! upping to 10 mosaic domains")
+        return 10, spread
+    if spread < 0.0:
+        warnings.append("WARNING: no mosaic spread specified.  setting mosaic_domains = 1")
+        return 1, 0.0
+    if spread == 0.0:
+        warnings.append("WARNING: zero mosaic spread specified.  setting mosaic_domains = 1")
+        return 1, spread
+    return domains, spread
