@@ -69,6 +69,7 @@ class Experiment:
     rng_state: object       # nanoBragg's shared random-number state after set-up
     warnings: tuple
     notes: tuple
+    fdump: tuple | None = None   # (path, HKLTable) nanoBragg caches after reading -hkl
 
 
 # --------------------------------------------------------------------------
@@ -152,7 +153,6 @@ def build(
     interpolation_fallback: str = "c",
     dtype=jnp.float64,
     block_rows: int | None = None,
-    write_fdump_cache: bool = True,
     now: float | None = None,
 ) -> Experiment:
     """Set up an experiment from nanoBragg command-line arguments.
@@ -386,18 +386,18 @@ def build(
         warnings.append("         intensity may vary significantly across a pixel!")
         warnings.append(f"         recommend -oversample {recommended} to work around this")
 
+    volume_m3 = xtal[0] * xtal[1] * xtal[2]
+    log.append(f"approximate MW = {_g(volume_m3 * 1.2e6 * AVOGADRO / (Na * Nb * Nc))}")
+
     # ---- structure factors ---------------------------------------------------------
     table = None
+    fdump = None
     if st.hklfilename is not None:
         table = hkl_io.read_hkl(st.hklfilename, default_F=st.default_F)
         log.append(f"counting entries in {st.hklfilename}")
         log.append(f"re-reading {st.hklfilename}")
-        if write_fdump_cache:
-            try:
-                write_fdump(dump_path, table)
-                log.append(f"writing dump file for next time: {dump_path}")
-            except InputError:
-                warnings.append(f"WARNING: unable to open dump file: {dump_path}")
+        fdump = (dump_path, table)  # written by write_fdump_cache() once everything is valid
+        log.append(f"writing dump file for next time: {dump_path}")
     elif have_dump:
         log.append(f"reading Fs from {dump_path}")
         table = read_fdump(dump_path)
@@ -585,7 +585,23 @@ def build(
         log.append(f"  seed: {seed}")
         log.append(f"  water droplet size: {_g(water)} m")
     return Experiment(scene=scene, config=config, mask=mask, outputs=outputs, log=tuple(log),
-                      header=header, rng_state=rng_state, warnings=tuple(warnings), notes=tuple(st.notes))
+                      header=header, rng_state=rng_state, warnings=tuple(warnings), notes=tuple(st.notes),
+                      fdump=fdump)
+
+
+def write_fdump_cache(exp: Experiment):
+    """Write nanoBragg's Fdump.bin cache of the structure factors just read.
+
+    Returns a warning line when the file cannot be written (nanoBragg goes on).
+    """
+    if exp.fdump is None:
+        return None
+    path, table = exp.fdump
+    try:
+        write_fdump(path, table)
+    except InputError:
+        return f"WARNING: unable to open dump file: {path}"
+    return None
 
 
 def default_block_rows(roi, oversample, thicksteps, n_sources, n_steps):

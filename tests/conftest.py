@@ -1,0 +1,47 @@
+"""Test set-up: float64 JAX (the tests, not the library, choose precision) and
+helpers to run golden cases in a scratch directory."""
+
+import gzip
+import os
+import shlex
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+ROOT = Path(__file__).resolve().parent
+GOLDEN = ROOT / "golden"
+INPUTS = GOLDEN / "inputs"
+SHARED_GOLDEN = ROOT.parent.parent / "shared" / "golden"
+
+
+def case_dir(name: str, oracle: str) -> Path:
+    """Folder of a golden case; the supervisor image lives only in ../shared."""
+    folder = "cases" if oracle == "c" else "cases_spec"
+    if name == "supervisor":
+        return SHARED_GOLDEN / folder / name
+    return GOLDEN / folder / name
+
+
+def case_args(name: str):
+    return shlex.split((GOLDEN / "cases" / name / "args.txt").read_text())
+
+
+def reference_image(name: str, oracle: str) -> np.ndarray:
+    return np.frombuffer(gzip.open(case_dir(name, oracle) / "float.bin.gz").read(), dtype=np.float32)
+
+
+def all_case_names():
+    return sorted(p.name for p in (GOLDEN / "cases").iterdir() if p.is_dir())
+
+
+@pytest.fixture
+def in_inputs_dir(tmp_path, monkeypatch):
+    """A scratch working directory with the golden input files linked in."""
+    for f in INPUTS.iterdir():
+        os.symlink(f, tmp_path / f.name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
