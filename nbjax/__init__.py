@@ -1,3 +1,44 @@
-"""nbjax: nanoBragg as pure, jit-compiled JAX functions."""
+"""nbjax: nanoBragg as pure, jit-compiled JAX functions.
+
+The public API (imported lazily, so ``import nbjax`` stays cheap):
+
+* :func:`build` -- an :class:`Experiment` from nanoBragg command-line arguments;
+* :func:`render` / :func:`render_blocks` -- the image of a :class:`Scene` under a
+  static :class:`RenderConfig`;
+* :func:`metrics` -- agreement between two images;
+* :class:`InputError` -- every problem with user input.
+
+nbjax never changes JAX's precision at import: call
+``jax.config.update("jax_enable_x64", True)`` for float64 renders.
+"""
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "build": ("nbjax.experiment", "build"),
+    "Experiment": ("nbjax.experiment", "Experiment"),
+    "render": ("nbjax.engine", "render"),
+    "render_blocks": ("nbjax.engine", "render_blocks"),
+    "Scene": ("nbjax.engine", "Scene"),
+    "RenderConfig": ("nbjax.engine", "RenderConfig"),
+    "RenderResult": ("nbjax.engine", "RenderResult"),
+    "metrics": ("nbjax.compare", "metrics"),
+    "InputError": ("nbjax.errors", "InputError"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        module, attr = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nbjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -564,3 +564,32 @@ def render_core(scene: Scene, cfg: RenderConfig, mask=None, *, checkpoint: bool 
 
 
 render = jax.jit(render_core, static_argnames=("cfg", "checkpoint"))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_block(cfg: RenderConfig, has_mask: bool):
+    def run(scene, mask, carry, index):
+        return _block(scene, cfg, mask if has_mask else None, carry, index)
+
+    return jax.jit(run)
+
+
+def render_blocks(scene: Scene, cfg: RenderConfig, mask=None, *, on_block=None) -> RenderResult:
+    """Same result as :func:`render`, driven block by block from Python.
+
+    ``on_block(done, total)`` is called after each block (progress reporting).
+    The per-block function is compiled once per configuration.
+    """
+    block = _jitted_block(cfg, mask is not None)
+    mask_array = jnp.zeros((1, 1), bool) if mask is None else jnp.asarray(mask)
+    carry = initial_carry(scene)
+    total = n_blocks(cfg)
+    outputs = []
+    for index in range(total):
+        carry, values = block(scene, mask_array, carry, jnp.asarray(index))
+        outputs.append(values)
+        if on_block is not None:
+            on_block(index + 1, total)
+    blocks = jnp.stack(outputs) if outputs else jnp.zeros((0, cfg.block_rows, cfg.roi_shape[1]), scene.pix0_m.dtype)
+    image = _assemble(cfg, blocks, scene.pix0_m.dtype)
+    return RenderResult(image=image, omega_sum=carry.omega_sum, interpolation_off_at=carry.first_oob)
