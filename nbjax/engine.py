@@ -60,7 +60,7 @@ from jax import lax
 
 from nbjax.constants import R_E_SQR_M2
 from nbjax.geometry import pixels as pixel_geometry
-from nbjax.geometry.rotation import apply_umat, dot, rotate_about_axis
+from nbjax.geometry.rotation import apply_umat, rotate_about_axis
 from nbjax.physics import absorption, lattice, polarization, structure_factors
 
 
@@ -162,26 +162,71 @@ class RenderResult(NamedTuple):
 
 
 # --------------------------------------------------------------------------
-# single-element kernels
+# single-element kernels (scalars in, scalars out; batched over the block's
+# (rows, columns) with _vmap2 so every quantity is a (rows, width) array)
 
 
-def _lookup_F(hkl, hkl0, mode, table, cfg: RenderConfig):
+def _vmap2(fun, in_axes):
+    """vmap over rows and columns of (rows, width) arrays (``in_axes`` 0 or None)."""
+    return jax.vmap(jax.vmap(fun, in_axes=in_axes), in_axes=in_axes)
+
+
+def _ray(fast, slow, layer, sub_s, sub_f, scene: Scene, cfg: RenderConfig):
+    """Unit diffracted vector (dx, dy, dz) and solid angle of one sub-pixel."""
+    f_coord, s_coord = pixel_geometry.subpixel_coordinates(
+        fast, slow, sub_f, sub_s, scene.pixel_size_m, cfg.oversample
+    )
+    position = pixel_geometry.lab_position(
+        f_coord, s_coord, layer * scene.layer_thickness_m, scene.pix0_m, scene.fdet, scene.sdet, scene.odet
+    )
+    if cfg.curved_detector:
+        position = pixel_geometry.curved_position(position, scene.distance_m, scene.beam, scene.fdet, scene.sdet)
+    (dx, dy, dz), airpath = pixel_geometry.diffracted_ray(position)
+    omega = pixel_geometry.solid_angle(scene.pixel_size_m, airpath, scene.close_distance_m, cfg.point_pixel)
+    return dx, dy, dz, omega
+
+
+def _scattering(dx, dy, dz, incident, wavelength):
+    """Scattering vector q = (d − i)/λ (m⁻¹), as three components."""
+    return (dx - incident[0]) / wavelength, (dy - incident[1]) / wavelength, (dz - incident[2]) / wavelength
+
+
+def _dmin_cut(qx, qy, qz, dmin_m):
+    """nanoBragg's resolution cut: skip when d_min > 1/(2 stol), stol = |q|/2."""
+    stol = 0.5 * jnp.sqrt(qx * qx + qy * qy + qz * qz)
+    return (dmin_m > 0.0) & (stol > 0.0) & (dmin_m > 0.5 / jnp.where(stol > 0, stol, 1.0))
+
+
+def _polarization(dx, dy, dz, incident, scene: Scene):
+    return polarization.polarization_factor(scene.kahn_factor, incident, (dx, dy, dz), scene.polar_axis)
+
+
+def _capture(dx, dy, dz, layer, scene: Scene):
+    return absorption.capture_fraction(layer, scene.layer_thickness_m, scene.mu_per_m, (dx, dy, dz), scene.odet)
+
+
+def _evaluation(qx, qy, qz, cell_rows, scene: Scene, cfg: RenderConfig):
+    """Miller indices and lattice factor of one (pixel, source, phi, domain)."""
+    a, b, c = cell_rows[0], cell_rows[1], cell_rows[2]
+    h = a[0] * qx + a[1] * qy + a[2] * qz
+    k = b[0] * qx + b[1] * qy + b[2] * qz
+    l = c[0] * qx + c[1] * qy + c[2] * qz
+    f_latt = lattice.lattice_factor(cfg.shape, h, k, l, scene.n_cells, scene.reciprocal_A, scene.fudge)
+    return h, k, l, f_latt
+
+
+def _lookup_F(h, k, l, mode, table, cfg: RenderConfig):
     """F_cell for one evaluation; mode 0 = nearest, 1 = interpolate, 2 = default_F."""
     flat, shape, default_F = table
     if not cfg.has_hkls:
         return default_F
-    nearest = structure_factors.nearest_F(hkl0, flat, shape, cfg.hkl_min)
+    nearest = structure_factors.nearest_F(
+        lattice.nearest_index(h), lattice.nearest_index(k), lattice.nearest_index(l), flat, shape, cfg.hkl_min
+    )
     if not cfg.interpolate:
         return nearest
-    interp = structure_factors.tricubic_F(hkl, flat, shape, cfg.hkl_min)
+    interp = structure_factors.tricubic_F(h, k, l, flat, shape, cfg.hkl_min)
     return jnp.where(mode == 1, interp, jnp.where(mode == 2, default_F, nearest))
-
-
-def _evaluation(q, cell_rows, scene: Scene, cfg: RenderConfig):
-    """Miller indices and lattice factor of one (pixel, source, phi, domain)."""
-    hkl = jnp.stack([dot(cell_rows[i], q) for i in range(3)])
-    f_latt = lattice.lattice_factor(cfg.shape, hkl, scene.n_cells, scene.reciprocal_A, scene.fudge)
-    return hkl, f_latt
 
 
 # --------------------------------------------------------------------------
@@ -195,7 +240,7 @@ def _phi_states(scene: Scene, cfg: RenderConfig, carried_state):
     cell = scene.cell_m
     rotated = jax.vmap(lambda phi: rotate_about_axis(cell, scene.spindle, phi))(scene.phi_rad)
     n_phi = rotated.shape[0]
-    if cfg.phi_carryover != "c-parity" or not any(cfg.phi_zero):
+    if not _uses_carryover(cfg):
         lead = jnp.zeros(n_phi, bool)
         return rotated, rotated, lead, carried_state
     nonzero = [j for j in range(n_phi) if not cfg.phi_zero[j]]
@@ -219,6 +264,10 @@ def _phi_states(scene: Scene, cfg: RenderConfig, carried_state):
     return jnp.stack(normal), jnp.stack(alternative), jnp.asarray(lead), end_state
 
 
+def _uses_carryover(cfg: RenderConfig) -> bool:
+    return cfg.phi_carryover == "c-parity" and any(cfg.phi_zero)
+
+
 def _step_matrices(states, umats):
     """(Φ, 3, 3) phi states × (M, 3, 3) domains -> (Φ·M, 3, 3), phi-major."""
     per = jax.vmap(lambda s: jax.vmap(lambda u: apply_umat(s, u))(umats))(states)
@@ -229,66 +278,33 @@ def _step_matrices(states, umats):
 # one block of pixels
 
 
-def _block_pixels(cfg: RenderConfig, block_index):
-    """Fast/slow indices (P,) of a block and whether each is inside the roi."""
-    x0, x1, y0, y1 = cfg.roi_bounds
-    width = x1 - x0 + 1
-    rows = y0 + block_index * cfg.block_rows + jnp.arange(cfg.block_rows)
-    cols = x0 + jnp.arange(width)
-    slow = jnp.repeat(rows, width)
-    fast = jnp.tile(cols, cfg.block_rows)
-    return fast, slow, slow <= y1
-
-
 def _runs(cfg: RenderConfig):
     """Static list of (layer, subS, subF) in nanoBragg's loop order."""
     o = cfg.oversample
     return [(t, ss, sf) for t in range(cfg.thicksteps) for ss in range(o) for sf in range(o)]
 
 
-def _ray(fast, slow, run, scene: Scene, cfg: RenderConfig):
-    """Unit diffracted vector, path length (m) and solid angle of one sub-pixel."""
-    layer, sub_s, sub_f = run
-    f_coord, s_coord = pixel_geometry.subpixel_coordinates(
-        fast, slow, sub_f, sub_s, scene.pixel_size_m, cfg.oversample
-    )
-    depth = layer * scene.layer_thickness_m
-    position = pixel_geometry.lab_position(
-        f_coord, s_coord, depth, scene.pix0_m, scene.fdet, scene.sdet, scene.odet
-    )
-    if cfg.curved_detector:
-        position = pixel_geometry.curved_position(
-            position, scene.distance_m, scene.beam, scene.fdet, scene.sdet
-        )
-    diffracted, airpath = pixel_geometry.diffracted_ray(position)
-    omega = pixel_geometry.solid_angle(
-        scene.pixel_size_m, airpath, scene.close_distance_m, cfg.point_pixel
-    )
-    return diffracted, omega
-
-
-def _scattering(diffracted, incident, wavelength):
-    return jnp.stack([(diffracted[..., i] - incident[i]) / wavelength for i in range(3)], axis=-1)
-
-
-def _dmin_cut(q, scene: Scene, cfg: RenderConfig):
-    if not cfg.has_dmin:
-        return jnp.zeros(q.shape[:-1], bool)
-    stol = 0.5 * jnp.sqrt(dot(q, q))
-    return (scene.dmin_m > 0.0) & (stol > 0.0) & (scene.dmin_m > 0.5 / jnp.where(stol > 0, stol, 1.0))
-
-
 class _Block(NamedTuple):
-    """Per-block constants shared by the passes over a block."""
+    """Per-block constants shared by the passes over a block; arrays are (rows, width)."""
 
-    fast: jax.Array          # (P,) float pixel indices
+    fast: jax.Array          # float pixel indices
     slow: jax.Array
-    active: jax.Array        # (P,) inside roi, inside image, unmasked
+    active: jax.Array        # inside roi, inside image, unmasked
     matrices: jax.Array      # (Q, 3, 3) cell rows per (phi, domain) step
     alt_matrices: jax.Array  # same, for pixels with no earlier evaluation (c-parity)
     lead: jax.Array          # (Q,) step uses the entering phi state
-    ran_before: jax.Array    # (P,) an earlier pixel rendered something (c-parity)
+    ran_before: jax.Array    # an earlier pixel rendered something (c-parity)
     table: tuple             # (flat padded F table, padded shape, default_F)
+
+
+def _block_pixels(cfg: RenderConfig, block_index):
+    """Fast/slow indices (rows, width) of a block and whether each row exists."""
+    x0, x1, y0, y1 = cfg.roi_bounds
+    rows = y0 + block_index * cfg.block_rows + jnp.arange(cfg.block_rows)
+    cols = x0 + jnp.arange(x1 - x0 + 1)
+    slow = jnp.broadcast_to(rows[:, None], (cfg.block_rows, cols.shape[0]))
+    fast = jnp.broadcast_to(cols[None, :], (cfg.block_rows, cols.shape[0]))
+    return fast, slow, slow <= y1
 
 
 def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
@@ -297,19 +313,26 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     Three nested ``lax.scan`` loops -- sub-pixel runs (layer, subS, subF), then
     sources, then (phi, domain) steps -- each a single traced body, so the
     compiled program does not grow with the loop counts.
-    ``body(acc, hkl, f_latt, skip, weight, e_index)`` folds one evaluation
-    (arrays over the block's pixels) into the accumulator dict ``acc``;
-    ``e_index`` is the evaluation's index within the pixel, in loop order.
+    ``body = (prepare, apply)`` folds one evaluation into the accumulator dict
+    ``acc``: ``prepare((h, k, l), f_latt, skip, e_index)`` (arrays over the
+    block's pixels; ``e_index`` is the evaluation's index within the pixel, in
+    loop order) returns what ``apply(acc, pending, weight)`` needs.
     ``extra`` adds fields to the accumulator.
     """
+    prepare, apply = body
     dtype = blk.fast.dtype
-    n_pix = blk.fast.shape[0]
+    shape = blk.fast.shape
     n_src = scene.incident.shape[0]
     n_steps = blk.matrices.shape[0]
-    use_alt_steps = cfg.phi_carryover == "c-parity" and any(cfg.phi_zero)
-    ray = jax.vmap(_ray, in_axes=(0, 0, None, None, None))
-    evaluation = jax.vmap(_evaluation, in_axes=(0, None, None, None))
-    zeros = jnp.zeros(n_pix, dtype)
+    carryover = _uses_carryover(cfg)
+    pixel = (0, 0)
+    ray = _vmap2(_ray, pixel + (None,) * 5)
+    scattering = _vmap2(_scattering, (0, 0, 0, None, None))
+    dmin_cut = _vmap2(_dmin_cut, (0, 0, 0, None))
+    polar_factor = _vmap2(_polarization, (0, 0, 0, None, None))
+    capture = _vmap2(_capture, (0, 0, 0, None, None))
+    evaluation = _vmap2(_evaluation, (0, 0, 0, None, None, None))
+    zeros = jnp.zeros(shape, dtype)
     acc = dict(
         I=zeros + scene.background_I,
         omega=zeros,
@@ -331,28 +354,26 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     def run_body(acc, xs):
         run, r_index, layer_start = xs
         layer = run[0].astype(dtype)
-        diffracted, omega_sub = ray(blk.fast, blk.slow, (layer, run[1], run[2]), scene, cfg)
+        dx, dy, dz, omega_sub = ray(blk.fast, blk.slow, layer, run[1], run[2], scene, cfg)
         acc = dict(acc)
         acc["omega"] = jnp.where((acc["omega"] == 0.0) | cfg.oversample_omega, omega_sub, acc["omega"])
         acc["omega_sum"] = acc["omega_sum"] + acc["omega"]
         if cfg.has_thickness:
-            capture = jnp.where(layer_start, zeros, acc["capture"])
-            fraction = absorption.capture_fraction(
-                layer, scene.layer_thickness_m, scene.mu_per_m, diffracted, scene.odet
-            )
-            acc["capture"] = jnp.where((capture == 0.0) | cfg.oversample_thick, fraction, capture)
+            current = jnp.where(layer_start, zeros, acc["capture"])
+            fraction = capture(dx, dy, dz, layer, scene)
+            acc["capture"] = jnp.where((current == 0.0) | cfg.oversample_thick, fraction, current)
 
         def source_body(acc, xs):
             incident, wavelength, s_index = xs
-            q = _scattering(diffracted, incident, wavelength)
-            cut = _dmin_cut(q, scene, cfg) | ~blk.active
+            qx, qy, qz = scattering(dx, dy, dz, incident, wavelength)
+            cut = ~blk.active
+            if cfg.has_dmin:
+                cut = cut | dmin_cut(qx, qy, qz, scene.dmin_m)
             acc = dict(acc)
             if not cfg.nopolar or cfg.oversample_polar:
-                pol = polarization.polarization_factor(scene.kahn_factor, incident, diffracted, scene.polar_axis)
-                acc["polar"] = jnp.where(
-                    ~cut & ((acc["polar"] == 0.0) | cfg.oversample_polar), pol, acc["polar"]
-                )
-            weight = jnp.ones(n_pix, dtype)
+                pol = polar_factor(dx, dy, dz, incident, scene)
+                acc["polar"] = jnp.where(~cut & ((acc["polar"] == 0.0) | cfg.oversample_polar), pol, acc["polar"])
+            weight = jnp.ones(shape, dtype)
             if cfg.oversample_thick:
                 weight = weight * acc["capture"]
             if cfg.oversample_polar:
@@ -362,20 +383,30 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             fresh = ~acc["ran"]
             e_base = (r_index * n_src + s_index) * n_steps
 
-            def step_body(inner, xs):
+            def evaluate(xs):
                 cell_rows, alt_rows, is_lead, q_index = xs
-                hkl, f_latt = evaluation(q, cell_rows, scene, cfg)
-                if use_alt_steps:
-                    hkl_alt, f_alt = evaluation(q, alt_rows, scene, cfg)
+                h, k, l, f_latt = evaluation(qx, qy, qz, cell_rows, scene, cfg)
+                if carryover:
+                    h2, k2, l2, f2 = evaluation(qx, qy, qz, alt_rows, scene, cfg)
                     pick = fresh & is_lead
-                    hkl = jnp.where(pick[:, None], hkl_alt, hkl)
-                    f_latt = jnp.where(pick, f_alt, f_latt)
+                    h, k, l = jnp.where(pick, h2, h), jnp.where(pick, k2, k), jnp.where(pick, l2, l)
+                    f_latt = jnp.where(pick, f2, f_latt)
                 skip = cut
                 if not cfg.has_water:
                     skip = skip | (f_latt == 0.0)
-                return body(inner, hkl, f_latt, skip, weight, e_base + q_index), None
+                return prepare((h, k, l), f_latt, skip, e_base + q_index)
 
-            acc = lax.scan(step_body, acc, step_xs)[0]
+            # Software pipeline: step j's table lookups are folded in while step
+            # j+1's lattice factors are computed, so the vectorisable arithmetic
+            # and the (scalar) gathers end up in separate loops.
+            def step_body(carry, xs):
+                inner, pending = carry
+                return (apply(inner, pending, weight), evaluate(xs)), None
+
+            first = evaluate(jax.tree_util.tree_map(lambda x: x[0], step_xs))
+            rest = jax.tree_util.tree_map(lambda x: x[1:], step_xs)
+            acc, pending = lax.scan(step_body, (acc, first), rest)[0]
+            acc = apply(acc, pending, weight)
             acc["ran"] = acc["ran"] | ~cut
             return acc, None
 
@@ -385,12 +416,27 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
 
 
 def _accumulate(cfg: RenderConfig, table, mode_for):
-    """Loop body that adds F_cell² F_latt² (weighted or compounding) to ``I``."""
-    lookup = jax.vmap(_lookup_F, in_axes=(0, 0, 0, None, None))
+    """(prepare, apply) adding F_cell² F_latt² (weighted or compounding) to ``I``."""
+    flat, shape, default_F = table
+    plain_nearest = cfg.has_hkls and not cfg.interpolate
 
-    def body(acc, hkl, f_latt, skip, weight, e_index):
-        mode = mode_for(e_index, hkl)
-        f_cell = lookup(hkl, lattice.nearest_index(hkl), mode, table, cfg)
+    def prepare(hkl, f_latt, skip, e_index):
+        pending = dict(f_latt=f_latt, skip=skip)
+        if plain_nearest:
+            pending["index"] = structure_factors.nearest_flat_index(*hkl, shape, cfg.hkl_min)
+        elif cfg.has_hkls:
+            pending["hkl"] = hkl
+            pending["mode"] = mode_for(e_index, hkl)
+        return pending
+
+    def apply(acc, pending, weight):
+        f_latt, skip = pending["f_latt"], pending["skip"]
+        if plain_nearest:
+            f_cell = flat[pending["index"]]
+        elif cfg.has_hkls:
+            f_cell = _lookup_F(*pending["hkl"], pending["mode"], table, cfg)
+        else:
+            f_cell = default_F
         term = f_cell * f_cell * f_latt * f_latt
         acc = dict(acc)
         if cfg.accumulation == "c-parity":
@@ -399,21 +445,24 @@ def _accumulate(cfg: RenderConfig, table, mode_for):
             acc["I"] = acc["I"] + jnp.where(skip, 0.0, term * weight)
         return acc
 
-    return body
+    return prepare, apply
 
 
 def _probe_out_of_range(cfg: RenderConfig, big):
-    """Loop body recording each pixel's first evaluation that leaves the table."""
+    """(prepare, apply) recording each pixel's first evaluation that leaves the table."""
 
-    def body(acc, hkl, f_latt, skip, weight, e_index):
-        oob = structure_factors.interpolation_out_of_range(hkl, cfg.hkl_min, cfg.hkl_max) & ~skip
-        new = oob & (acc["first_e"] == big)
+    def prepare(hkl, f_latt, skip, e_index):
+        oob = structure_factors.interpolation_out_of_range(*hkl, cfg.hkl_min, cfg.hkl_max) & ~skip
+        return dict(oob=oob, hkl=hkl, e_index=e_index)
+
+    def apply(acc, pending, weight):
+        new = pending["oob"] & (acc["first_e"] == big)
         acc = dict(acc)
-        acc["first_e"] = jnp.where(new, e_index, acc["first_e"])
-        acc["first_hkl"] = jnp.where(new[:, None], hkl, acc["first_hkl"])
+        acc["first_e"] = jnp.where(new, pending["e_index"], acc["first_e"])
+        acc["first_hkl"] = tuple(jnp.where(new, x, old) for x, old in zip(pending["hkl"], acc["first_hkl"]))
         return acc
 
-    return body
+    return prepare, apply
 
 
 def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
@@ -421,7 +470,8 @@ def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_in
     fast, slow, in_rows = _block_pixels(cfg, block_index)
     active = in_rows
     if mask is not None:
-        active = active & (mask[jnp.clip(slow, 0, cfg.spixels - 1), fast] != 0)
+        rows = jnp.clip(slow[:, 0], 0, cfg.spixels - 1)
+        active = active & (mask[rows][:, fast[0]] != 0)
     states, alt_states, lead, end_state = _phi_states(scene, cfg, carry.phi_state)
     n_domains = scene.mosaic_umats.shape[0]
     table = (None, None, scene.default_F)
@@ -439,24 +489,27 @@ def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_in
         table=table,
     )
     has_run = active
-    if cfg.phi_carryover == "c-parity" and any(cfg.phi_zero):
+    if _uses_carryover(cfg):
         if cfg.has_dmin:
             has_run = active & _any_uncut(scene, cfg, blk)
-        blk = blk._replace(ran_before=(jnp.cumsum(has_run) - has_run) > 0)
+        flat_run = has_run.ravel()
+        blk = blk._replace(ran_before=((jnp.cumsum(flat_run) - flat_run) > 0).reshape(has_run.shape))
     return blk, has_run, end_state
 
 
 def _any_uncut(scene: Scene, cfg: RenderConfig, blk: _Block):
     """Per pixel: does any sub-pixel/source combination survive the dmin cut?"""
-    ray = jax.vmap(_ray, in_axes=(0, 0, None, None, None))
+    ray = _vmap2(_ray, (0, 0) + (None,) * 5)
+    scattering = _vmap2(_scattering, (0, 0, 0, None, None))
+    dmin_cut = _vmap2(_dmin_cut, (0, 0, 0, None))
     runs = jnp.asarray(np.asarray(_runs(cfg), dtype=np.int32).reshape(-1, 3))
 
     def run_body(survives, run):
-        diffracted, _ = ray(blk.fast, blk.slow, (run[0].astype(blk.fast.dtype), run[1], run[2]), scene, cfg)
+        dx, dy, dz, _ = ray(blk.fast, blk.slow, run[0].astype(blk.fast.dtype), run[1], run[2], scene, cfg)
 
         def source_body(survives, xs):
-            q = _scattering(diffracted, xs[0], xs[1])
-            return survives | ~_dmin_cut(q, scene, cfg), None
+            qx, qy, qz = scattering(dx, dy, dz, xs[0], xs[1])
+            return survives | ~dmin_cut(qx, qy, qz, scene.dmin_m), None
 
         return lax.scan(source_body, survives, (scene.incident, scene.wavelength_m))[0], None
 
@@ -466,20 +519,22 @@ def _any_uncut(scene: Scene, cfg: RenderConfig, blk: _Block):
 def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     """Render one block; returns (new carry, (block_rows, roi width) intensities)."""
     blk, has_run, end_state = _prepare_block(scene, cfg, mask, carry, block_index)
-    n_pix = blk.fast.shape[0]
+    shape = blk.fast.shape
+    n_pix = blk.fast.size
     interpolating, first_oob = carry.interpolating, carry.first_oob
 
     if cfg.has_hkls and cfg.interpolate and cfg.interpolation_fallback == "c":
         big = jnp.iinfo(jnp.int32).max
-        extra = dict(first_e=jnp.full(n_pix, big, jnp.int32),
-                     first_hkl=jnp.zeros((n_pix, 3), blk.fast.dtype))
+        zeros = jnp.zeros(shape, blk.fast.dtype)
+        extra = dict(first_e=jnp.full(shape, big, jnp.int32), first_hkl=(zeros, zeros, zeros))
         probe = _loop_nest(scene, cfg, blk, _probe_out_of_range(cfg, big), extra)
-        pixel_has = interpolating & (probe["first_e"] != big)
+        first_e = probe["first_e"].ravel()
+        pixel_has = interpolating & (first_e != big)
         found = jnp.any(pixel_has)
         p_star = jnp.where(found, jnp.argmax(pixel_has), n_pix)
         p_safe = jnp.clip(p_star, 0, n_pix - 1)
-        e_star = probe["first_e"][p_safe]
-        pixel_index = jnp.arange(n_pix)
+        e_star = first_e[p_safe]
+        pixel_index = jnp.arange(n_pix).reshape(shape)
         on = interpolating
 
         def mode_for(e_index, hkl):
@@ -487,17 +542,17 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
             at = (pixel_index == p_star) & (e_index == e_star)
             return jnp.where(on & before, 1, jnp.where(on & at, 2, 0))
 
-        hkl_star = probe["first_hkl"][p_safe]
+        hkl_star = jnp.stack([x.ravel()[p_safe] for x in probe["first_hkl"]])
         record = jnp.concatenate([jnp.ones(1, hkl_star.dtype), hkl_star, lattice.nearest_index(hkl_star)])
         first_oob = jnp.where(found & (first_oob[0] == 0), record, first_oob)
         interpolating = interpolating & ~found
     elif cfg.has_hkls and cfg.interpolate:
         def mode_for(e_index, hkl):
-            oob = structure_factors.interpolation_out_of_range(hkl, cfg.hkl_min, cfg.hkl_max)
+            oob = structure_factors.interpolation_out_of_range(*hkl, cfg.hkl_min, cfg.hkl_max)
             return jnp.where(oob, 0, 1)
     else:
         def mode_for(e_index, hkl):
-            return jnp.zeros(hkl.shape[:-1], jnp.int32)
+            return jnp.zeros(shape, jnp.int32)
 
     final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, mode_for), {})
 
@@ -512,7 +567,7 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     value = jnp.where(blk.active, value, 0.0)
 
     phi_state = carry.phi_state
-    if cfg.phi_carryover == "c-parity" and any(cfg.phi_zero):
+    if _uses_carryover(cfg):
         phi_state = jnp.where(jnp.any(has_run), end_state, carry.phi_state)
     new_carry = Carry(
         phi_state=phi_state,
@@ -520,7 +575,7 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
         omega_sum=carry.omega_sum + jnp.sum(jnp.where(blk.active, final["omega_sum"], 0.0)),
         first_oob=first_oob,
     )
-    return new_carry, value.reshape(cfg.block_rows, -1)
+    return new_carry, value
 
 
 def initial_carry(scene: Scene) -> Carry:

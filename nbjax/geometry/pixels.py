@@ -39,22 +39,20 @@ def subpixel_coordinates(fast, slow, sub_fast, sub_slow, pixel_size_m, oversampl
 
 
 def lab_position(f_coord, s_coord, depth_m, pix0, fdet, sdet, odet):
-    """Lab-frame position (m) of detector coordinates (F, S) at sensor depth."""
-    return jnp.stack(
-        [f_coord * fdet[i] + s_coord * sdet[i] + depth_m * odet[i] + pix0[i] for i in range(3)],
-        axis=-1,
-    )
+    """Lab-frame position (m) of detector coordinates (F, S) at sensor depth, as (x, y, z)."""
+    return tuple(f_coord * fdet[i] + s_coord * sdet[i] + depth_m * odet[i] + pix0[i] for i in range(3))
 
 
 def curved_position(flat_position, distance_m, beam, fdet, sdet):
-    """Map a flat-detector position onto the sphere of radius ``distance_m``."""
-    start = distance_m * beam
-    tilted = rotate_about_axis(start, sdet, flat_position[..., 1] / distance_m)
-    return rotate_about_axis(tilted, fdet, flat_position[..., 2] / distance_m)
+    """Map a flat-detector position (x, y, z) onto the sphere of radius ``distance_m``."""
+    x, y, z = flat_position
+    start = tuple(distance_m * beam[i] + 0.0 * x for i in range(3))
+    tilted = rotate_about_axis(start, sdet, y / distance_m)
+    return rotate_about_axis(tilted, fdet, z / distance_m)
 
 
 def diffracted_ray(position):
-    """Unit vector from the sample to ``position`` and the path length (m)."""
+    """Unit vector from the sample to ``position`` (x, y, z) and the path length (m)."""
     return unitize(position)
 
 

@@ -13,6 +13,9 @@ and the rendered images agree pixel for pixel.
 * :func:`unitize` -- unit vector and length, with a finite gradient at zero.
 
 Every function is pure and differentiable, and works on any leading batch shape.
+A vector may also be given as a tuple ``(x, y, z)`` of equally shaped arrays
+("structure of arrays", what the renderer uses for a block of pixels); the
+result is then a tuple too.
 """
 
 from __future__ import annotations
@@ -21,8 +24,17 @@ import jax.numpy as jnp
 
 
 def _xyz(v):
+    if isinstance(v, tuple):
+        return v
     v = jnp.asarray(v)
     return v[..., 0], v[..., 1], v[..., 2]
+
+
+def _like(components, *inputs):
+    """Pack components as a tuple if any input vector was one, else stack them."""
+    if any(isinstance(v, tuple) for v in inputs):
+        return tuple(components)
+    return jnp.stack(components, axis=-1)
 
 
 def dot(x, y):
@@ -36,7 +48,7 @@ def cross(x, y):
     """Cross product x × y over the last axis."""
     x0, x1, x2 = _xyz(x)
     y0, y1, y2 = _xyz(y)
-    return jnp.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], axis=-1)
+    return _like([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], x, y)
 
 
 def norm(v):
@@ -50,11 +62,10 @@ def unitize(v):
     The division uses a guarded denominator (double ``where``) so that the
     gradient stays finite at ``|v| = 0``.
     """
-    v = jnp.asarray(v)
     sq = dot(v, v)
     nonzero = sq > 0
     length = jnp.sqrt(jnp.where(nonzero, sq, 1.0))
-    unit = jnp.where(nonzero[..., None], v / length[..., None], 0.0)
+    unit = _like([jnp.where(nonzero, c / length, 0.0) for c in _xyz(v)], v)
     return unit, jnp.where(nonzero, length, 0.0)
 
 
@@ -70,7 +81,7 @@ def rotate_xyz(v, rotx, roty, rotz):
     x, z = x * cy + z * sy, x * (-sy) + z * cy
     cz, sz = jnp.cos(rotz), jnp.sin(rotz)
     x, y = x * cz + y * (-sz), x * sz + y * cz
-    return jnp.stack([x, y, z], axis=-1)
+    return _like([x, y, z], v)
 
 
 def rotate_about_axis(v, axis, angle):
@@ -83,13 +94,13 @@ def rotate_about_axis(v, axis, angle):
     k0, k1, k2 = _xyz(axis)
     s, c = jnp.sin(angle), jnp.cos(angle)
     along = (k0 * v0 + k1 * v1 + k2 * v2) * (1.0 - c)
-    return jnp.stack(
+    return _like(
         [
             k0 * along + v0 * c + (-k2 * v1 + k1 * v2) * s,
             k1 * along + v1 * c + (+k2 * v0 - k0 * v2) * s,
             k2 * along + v2 * c + (-k1 * v0 + k0 * v1) * s,
         ],
-        axis=-1,
+        v,
     )
 
 
@@ -97,7 +108,4 @@ def apply_umat(v, umat):
     """Multiply ``v`` by the 3x3 matrix ``umat`` (rows are output components)."""
     v0, v1, v2 = _xyz(v)
     u = jnp.asarray(umat)
-    return jnp.stack(
-        [u[..., i, 0] * v0 + u[..., i, 1] * v1 + u[..., i, 2] * v2 for i in range(3)],
-        axis=-1,
-    )
+    return _like([u[..., i, 0] * v0 + u[..., i, 1] * v1 + u[..., i, 2] * v2 for i in range(3)], v)

@@ -23,7 +23,10 @@ from nbjax.geometry.rotation import cross, dot, unitize
 
 
 def polarization_factor(kahn_factor, incident, diffracted, axis):
-    """Kahn polarization factor for one incident/diffracted pair (last axis = xyz)."""
+    """Kahn polarization factor for one incident/diffracted pair.
+
+    Vectors are arrays with last axis xyz, or (x, y, z) tuples.
+    """
     incident, _ = unitize(incident)
     diffracted, _ = unitize(diffracted)
     axis, _ = unitize(axis)

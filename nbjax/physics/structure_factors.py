@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from nbjax.physics.lattice import nearest_index
+
 
 def padded_table(values, default_F):
     """Table with a one-cell border of ``default_F`` on every face, flattened.
@@ -43,24 +45,30 @@ def _padded_flat_index(h0, k0, l0, hkl_min, padded_shape):
     return ((hi * nk + ki) * nl + li).astype(jnp.int32)
 
 
-def nearest_F(hkl0, flat_table, padded_shape, hkl_min):
+def nearest_flat_index(h, k, l, padded_shape, hkl_min):
+    """Index into the padded, flattened table of the reflection nearest ``(h, k, l)``.
+
+    Indices outside the table land on the ``default_F`` border.
+    """
+    return _padded_flat_index(nearest_index(h), nearest_index(k), nearest_index(l), hkl_min, padded_shape)
+
+
+def nearest_F(h0, k0, l0, flat_table, padded_shape, hkl_min):
     """``F`` of the nearest reflection (``default_F`` outside the table).
 
-    ``hkl0``: (..., 3) integer-valued floats ``ceil(hkl − 1/2)``.
+    ``h0, k0, l0``: integer-valued floats ``ceil(h − 1/2)`` etc.
     """
-    idx = _padded_flat_index(hkl0[..., 0], hkl0[..., 1], hkl0[..., 2], hkl_min, padded_shape)
-    return flat_table[idx]
+    return flat_table[_padded_flat_index(h0, k0, l0, hkl_min, padded_shape)]
 
 
-def interpolation_out_of_range(hkl, hkl_min, hkl_max):
+def interpolation_out_of_range(h, k, l, hkl_min, hkl_max):
     """nanoBragg's test whether the 4×4×4 neighbourhood of ``hkl`` leaves the table.
 
     Made on the fractional indices: out of range when ``h − h_min + 3 > h_range``
     or ``h − 2 < h_min`` (``h_range = h_max − h_min + 1``), and likewise for k, l.
     """
     out = False
-    for axis in range(3):
-        x = hkl[..., axis]
+    for axis, x in enumerate((h, k, l)):
         lo, hi = hkl_min[axis], hkl_max[axis]
         span = hi - lo + 1
         out = out | ((x - lo + 3) > span) | ((x - 2) < lo)
@@ -82,15 +90,14 @@ def _lagrange4(x, x0, values):
     )
 
 
-def tricubic_F(hkl, flat_table, padded_shape, hkl_min):
-    """Tricubic (Lagrange) interpolation of ``F`` at fractional ``hkl`` (..., 3).
+def tricubic_F(h, k, l, flat_table, padded_shape, hkl_min):
+    """Tricubic (Lagrange) interpolation of ``F`` at fractional ``h, k, l``.
 
     Callers must ensure the neighbourhood is inside the table (see
     :func:`interpolation_out_of_range`); indices are clipped to stay valid.
     """
-    base = jnp.floor(hkl) - 1.0  # first of the four grid points on each axis
-    h, k, l = hkl[..., 0], hkl[..., 1], hkl[..., 2]
-    bh, bk, bl = base[..., 0], base[..., 1], base[..., 2]
+    # first of the four grid points on each axis
+    bh, bk, bl = jnp.floor(h) - 1.0, jnp.floor(k) - 1.0, jnp.floor(l) - 1.0
     slabs = []
     for i in range(4):
         rows = []
