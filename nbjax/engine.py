@@ -37,7 +37,7 @@ so memory stays bounded by one block:
   something" over the pixels in raster order.
 * whether tricubic interpolation is still on: nanoBragg switches it off for the
   rest of the image at the first evaluation whose 4×4×4 neighbourhood leaves the
-  HKL table (that evaluation gets ``default_F``).  A block first finds its
+  HKL table (that evaluation and all later ones use the nearest reflection).  A block first finds its
   first such evaluation (raster order, then layer, sub-pixel, source, phi,
   domain), then renders with interpolation before it and nearest-neighbour
   lookups after it.
@@ -133,6 +133,8 @@ class RenderConfig:
     phi_carryover: str = "spec"        # "spec" | "c-parity"
     phi_zero: tuple = ()               # per phi step: is phi exactly 0.0 (host-evaluated)
     block_rows: int = 64
+    evaluation_dtype: str | None = None  # e.g. "float32": per-(pixel, step) arithmetic in
+                                         # that dtype; pixel geometry stays in the scene's
 
     @property
     def roi_bounds(self):
@@ -211,7 +213,10 @@ def _evaluation(qx, qy, qz, cell_rows, scene: Scene, cfg: RenderConfig):
     h = a[0] * qx + a[1] * qy + a[2] * qz
     k = b[0] * qx + b[1] * qy + b[2] * qz
     l = c[0] * qx + c[1] * qy + c[2] * qz
-    f_latt = lattice.lattice_factor(cfg.shape, h, k, l, scene.n_cells, scene.reciprocal_A, scene.fudge)
+    as_q = lambda x: jnp.asarray(x).astype(qx.dtype)
+    f_latt = lattice.lattice_factor(
+        cfg.shape, h, k, l, as_q(scene.n_cells), as_q(scene.reciprocal_A), as_q(scene.fudge)
+    )
     return h, k, l, f_latt
 
 
@@ -321,6 +326,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     """
     prepare, apply = body
     dtype = blk.fast.dtype
+    eval_dtype = jnp.dtype(cfg.evaluation_dtype) if cfg.evaluation_dtype else dtype
     shape = blk.fast.shape
     n_src = scene.incident.shape[0]
     n_steps = blk.matrices.shape[0]
@@ -334,7 +340,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     evaluation = _vmap2(_evaluation, (0, 0, 0, None, None, None))
     zeros = jnp.zeros(shape, dtype)
     acc = dict(
-        I=zeros + scene.background_I,
+        I=(zeros + scene.background_I).astype(eval_dtype),
         omega=zeros,
         capture=zeros + (0.0 if cfg.has_thickness else 1.0),
         polar=zeros + (1.0 if cfg.nopolar else 0.0),
@@ -369,6 +375,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             cut = ~blk.active
             if cfg.has_dmin:
                 cut = cut | dmin_cut(qx, qy, qz, scene.dmin_m)
+            qx, qy, qz = (x.astype(eval_dtype) for x in (qx, qy, qz))
             acc = dict(acc)
             if not cfg.nopolar or cfg.oversample_polar:
                 pol = polar_factor(dx, dy, dz, incident, scene)
@@ -380,6 +387,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
                 weight = weight * acc["polar"]
             if cfg.oversample_omega:
                 weight = weight * acc["omega"]
+            weight = weight.astype(eval_dtype)
             fresh = ~acc["ran"]
             e_base = (r_index * n_src + s_index) * n_steps
 
@@ -474,16 +482,17 @@ def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_in
         active = active & (mask[rows][:, fast[0]] != 0)
     states, alt_states, lead, end_state = _phi_states(scene, cfg, carry.phi_state)
     n_domains = scene.mosaic_umats.shape[0]
-    table = (None, None, scene.default_F)
+    eval_dtype = jnp.dtype(cfg.evaluation_dtype) if cfg.evaluation_dtype else dtype
+    table = (None, None, scene.default_F.astype(eval_dtype))
     if cfg.has_hkls:
         flat, shape = structure_factors.padded_table(scene.F_table, scene.default_F)
-        table = (flat, shape, scene.default_F)
+        table = (flat.astype(eval_dtype), shape, scene.default_F.astype(eval_dtype))
     blk = _Block(
         fast=fast.astype(dtype),
         slow=slow.astype(dtype),
         active=active,
-        matrices=_step_matrices(states, scene.mosaic_umats),
-        alt_matrices=_step_matrices(alt_states, scene.mosaic_umats),
+        matrices=_step_matrices(states, scene.mosaic_umats).astype(eval_dtype),
+        alt_matrices=_step_matrices(alt_states, scene.mosaic_umats).astype(eval_dtype),
         lead=jnp.repeat(lead, n_domains),
         ran_before=jnp.zeros(fast.shape, bool),
         table=table,
@@ -538,9 +547,11 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
         on = interpolating
 
         def mode_for(e_index, hkl):
+            # nanoBragg sets F = default_F at the switch-off point, but its
+            # nearest-neighbour branch then runs for that same evaluation, so
+            # the point itself gets the nearest reflection's F.
             before = (pixel_index < p_star) | ((pixel_index == p_star) & (e_index < e_star))
-            at = (pixel_index == p_star) & (e_index == e_star)
-            return jnp.where(on & before, 1, jnp.where(on & at, 2, 0))
+            return jnp.where(on & before, 1, 0)
 
         hkl_star = jnp.stack([x.ravel()[p_safe] for x in probe["first_hkl"]])
         record = jnp.concatenate([jnp.ones(1, hkl_star.dtype), hkl_star, lattice.nearest_index(hkl_star)])
@@ -557,7 +568,7 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, mode_for), {})
 
     steps = scene.incident.shape[0] * scene.mosaic_umats.shape[0] * scene.phi_rad.shape[0] * cfg.oversample ** 2
-    value = R_E_SQR_M2 * scene.fluence * final["I"] / steps
+    value = R_E_SQR_M2 * scene.fluence * final["I"].astype(scene.fluence.dtype) / steps
     if not cfg.oversample_thick:
         value = value * final["capture"]
     if not cfg.oversample_polar:

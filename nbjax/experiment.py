@@ -152,6 +152,7 @@ def build(
     phi_carryover: str = "spec",
     interpolation_fallback: str = "c",
     dtype=jnp.float64,
+    evaluation_dtype: str | None = None,
     block_rows: int | None = None,
     now: float | None = None,
 ) -> Experiment:
@@ -530,6 +531,7 @@ def build(
         accumulation=accumulation,
         phi_carryover=phi_carryover,
         phi_zero=tuple(phi == 0.0 for phi in phi_values),
+        evaluation_dtype=evaluation_dtype,
         block_rows=block_rows or default_block_rows(roi_clipped, oversample, thicksteps, n_sources,
                                                     phisteps * mosaic_domains),
     )
