@@ -25,6 +25,7 @@ import math
 import os
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,6 +43,14 @@ from nbjax.io.sourcefile import read_sourcefile
 from nbjax.physics import rng, sources
 
 DBL_MIN = 2.2250738585072014e-308
+
+# The set-up geometry runs as a few compiled functions rather than hundreds of
+# eager operations: one compilation each (kept by the persistent cache).
+_place_detector = jax.jit(detector.place_detector, static_argnums=(1, 2))
+_reciprocal_from_cell = jax.jit(crystal.reciprocal_from_cell)
+_lattice = jax.jit(lambda recip, misset, cell, volume: crystal.lattice_from_reciprocal(
+    recip, misset, cell=cell, cell_volume_A3=volume))
+_cell_parameters = jax.jit(crystal.cell_parameters)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +290,6 @@ def build(
     log.append(f"{convention.value} convention selected.")
 
     # ---- detector placement -----------------------------------------------------
-    ratio_probe = None  # computed inside place_detector
     det_params = detector.DetectorParams(
         fdet=jnp.asarray(fdet, jnp.float64), sdet=jnp.asarray(sdet, jnp.float64),
         odet=jnp.asarray(odet, jnp.float64), beam=jnp.asarray(beam, jnp.float64),
@@ -294,7 +302,7 @@ def build(
         rotations_rad=jnp.asarray([st.detector_rotx, st.detector_roty, st.detector_rotz], jnp.float64),
         twotheta_rad=jnp.asarray(st.detector_twotheta, jnp.float64),
     )
-    frame = detector.place_detector(det_params, pivot, close_distance_given=not nan(st.close_distance))
+    frame = _place_detector(det_params, pivot, not nan(st.close_distance))
     frame = _to_numpy(frame)
     log.append("pivoting detector around sample" if pivot is Pivot.SAMPLE else "pivoting detector around direct beam spot")
     xds_beam = [float(np.dot(beam, frame.fdet)), float(np.dot(beam, frame.sdet)), float(np.dot(beam, frame.odet))]
@@ -331,20 +339,17 @@ def build(
             if cell[k] <= 0.0:
                 cell[k] = math.pi / 2
         cell = jnp.asarray(cell, jnp.float64)
-        recip, volume = crystal.reciprocal_from_cell(cell)
+        recip, volume = _reciprocal_from_cell(cell)
     if st.matfilename is not None:
         log.append(f"reading {st.matfilename}")
         matrix = matrix_io.read_mosflm_matrix(st.matfilename)
         recip = (1e-10 / st.lambda0) * jnp.asarray(matrix, jnp.float64).T
-    if cell is not None:
-        lattice = crystal.lattice_from_reciprocal(recip, misset_rad, cell=cell, cell_volume_A3=volume)
-    else:
-        lattice = crystal.lattice_from_reciprocal(recip, misset_rad)
+    lattice = _lattice(recip, misset_rad, cell, volume if cell is not None else None)
     real_A = np.asarray(lattice.real_A)
     recip_A = np.asarray(lattice.reciprocal_A)
     if not np.all(np.isfinite(real_A)):
         raise InputError("the unit cell is degenerate (zero volume): check -cell / -mat")
-    direct, reciprocal = crystal.cell_parameters(lattice.real_A, lattice.reciprocal_A, lattice.volume_A3)
+    direct, reciprocal = _cell_parameters(lattice.real_A, lattice.reciprocal_A, lattice.volume_A3)
     direct, reciprocal = np.asarray(direct), np.asarray(reciprocal)
     log.append("Unit Cell: " + " ".join(_g(x) for x in list(direct[:3]) + list(direct[3:] * RTD)))
     log.append("Recp Cell: " + " ".join(_g(x) for x in list(reciprocal[:3]) + list(reciprocal[3:] * RTD)))
@@ -614,7 +619,6 @@ def default_block_rows(roi, oversample, thicksteps, n_sources, n_steps):
 
 
 def _to_numpy(tree):
-    import jax
     return jax.tree_util.tree_map(np.asarray, tree)
 
 

@@ -111,8 +111,23 @@ from nbjax.physics.rng import (
     Ran1State,
     _check_seed,
     as_statics,
-    ran1_step,
 )
+from nbjax.physics import rng as _rng
+
+# nanoBragg's ran1, compiled for the sequential noise loops
+ran1_step = njit(cache=True, nogil=True, inline="always")(_rng.ran1_step)
+
+
+@njit(cache=True, nogil=True)
+def ran1_many(idum_box, ints, n):
+    """``n`` draws of ran1 (int64[1] seed box and packed statics updated in place)."""
+    out = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        value, idum, iy = ran1_step(idum_box[0], ints[SLOT_IY], ints[SLOT_IV:])
+        idum_box[0] = idum
+        ints[SLOT_IY] = iy
+        out[i] = value
+    return out
 
 __all__ = [
     "poisson_deviates_c",

@@ -74,13 +74,11 @@ import dataclasses
 import math
 
 import numpy as np
-from numba import njit
 
 __all__ = [
     "CStatics",
     "Ran1State",
     "ran1",
-    "ran1_kernel",
     "ran1_step",
     "mosaic_rotation_umat",
     "mosaic_domain_umats",
@@ -209,24 +207,15 @@ def _check_seed(seed) -> int:
 
 
 # --------------------------------------------------------------------------
-# ran1: the numba kernel is the single implementation; Python calls it too.
+# ran1: one implementation, plain Python that numba can compile; noise.py
+# compiles it (with numba) for the long noise streams, so importing this
+# module does not import numba.
 # --------------------------------------------------------------------------
 
 # Note on numba's cache: noise.py's kernels inline ran1_step, and numba keys
 # each cached kernel on its own source file only.  After editing this module,
 # delete nbjax/physics/__pycache__/*.nbi and *.nbc so those kernels recompile.
 
-@njit(cache=True, nogil=True, inline="always")
-def _div_iq(idum):
-    """idum // IQ for idum > 0 (always the case where ran1 divides).
-
-    Done in unsigned arithmetic, where division by a constant is a multiply
-    and a shift; it equals C's truncating division for positive values.
-    """
-    return np.int64(np.uint64(idum) // np.uint64(IQ))
-
-
-@njit(cache=True, nogil=True, inline="always")
 def ran1_step(idum, iy, iv):
     """One step of nanoBragg's ``ran1`` on unpacked state, for numba kernels.
 
@@ -241,14 +230,14 @@ def ran1_step(idum, iy, iv):
         else:
             idum = -idum
         for j in range(NTAB + 7, -1, -1):
-            k = _div_iq(idum)
+            k = np.int64(np.uint64(idum) // np.uint64(IQ))  # idum > 0: C's division, unsigned is faster
             idum = IA * (idum - k * IQ) - IR * k
             if idum < 0:
                 idum += IM
             if j < NTAB:
                 iv[j] = idum
         iy = iv[0]
-    k = _div_iq(idum)
+    k = np.int64(np.uint64(idum) // np.uint64(IQ))
     idum = IA * (idum - k * IQ) - IR * k
     if idum < 0:
         idum += IM
@@ -261,38 +250,24 @@ def ran1_step(idum, iy, iv):
     return temp, idum, iy
 
 
-@njit(cache=True, nogil=True)
-def ran1_kernel(idum_box, ints):
-    """Draw one uniform float32 deviate; nanoBragg's ``ran1``.
-
-    ``idum_box`` is an int64[1] array holding the caller's seed variable and
-    ``ints`` the packed statics of :class:`CStatics`; both are updated in place.
-    """
-    value, idum, iy = ran1_step(idum_box[0], ints[SLOT_IY], ints[SLOT_IV:])
-    idum_box[0] = idum
-    ints[SLOT_IY] = iy
-    return value
-
-
-@njit(cache=True, nogil=True)
-def _ran1_many(idum_box, ints, n):
-    out = np.empty(n, dtype=np.float32)
-    for i in range(n):
-        out[i] = ran1_kernel(idum_box, ints)
-    return out
-
-
 def ran1(state: Ran1State, n: int | None = None):
     """nanoBragg's ``ran1``: the next uniform deviate in (0, 1) as ``np.float32``.
 
     Advances ``state.idum`` and the shared table in place.  With ``n`` given,
     returns the next ``n`` deviates as a float32 array instead.
     """
-    box = np.array([_check_seed(state.idum)], dtype=np.int64)
     if n is None:
-        value = ran1_kernel(box, state.shared.ints)
-    else:
-        value = _ran1_many(box, state.shared.ints, int(n))
+        # one draw: the same step in plain Python (no numba start-up for the
+        # few deviates that misset and mosaic set-up need)
+        ints = state.shared.ints
+        value, idum, iy = ran1_step(_check_seed(state.idum), int(ints[SLOT_IY]), ints[SLOT_IV:])
+        state.idum = int(idum)
+        ints[SLOT_IY] = iy
+        return np.float32(value)
+    from nbjax.physics.noise import ran1_many
+
+    box = np.array([_check_seed(state.idum)], dtype=np.int64)
+    value = ran1_many(box, state.shared.ints, int(n))
     state.idum = int(box[0])
     return value
 
