@@ -21,8 +21,15 @@ same flags, the same numbers" means:
 refuses it: an argument that is exactly the name of an option must have all its
 values, and they must be numbers where numbers are expected; ``-cell`` needs all
 six constants; an argument that matches no option, or a stray value, is an
-error.  Values of accidental (substring) matches are read with C's ``atof``/``atoi``
-leniency, as nanoBragg reads them.  Every problem raises
+error.  Every value is also checked for its range (:data:`LIMITS`): lengths,
+wavelengths and pixel sizes positive, counts whole and not negative, no NaN or
+infinity, direction vectors not zero, seeds within a C ``int``; and the
+settings as a whole (:func:`check_settings`, also after the ``-img``/``-mask``
+headers): at most :data:`MAX_PIXELS` detector pixels, and no set of step counts
+that would make the set-up itself run for minutes (at most :data:`MAX_COUNT`
+steps of any kind, :data:`MAX_SOURCES` sources).  Values of accidental
+(substring) matches are read with C's ``atof``/``atoi`` leniency, as nanoBragg
+reads them (and range-checked too).  Every problem raises
 :class:`~nbjax.errors.InputError`.
 
 Options nbjax adds use a double dash (``--c-parity``); they are separated out
@@ -365,6 +372,145 @@ _RULES = [
 OPTION_NAMES = sorted({n for r in _RULES for n in r.names} | {"-cell", "-misset", "-mask", "-img"})
 
 
+# --------------------------------------------------------------------------
+# value ranges
+
+#: Most steps of one kind (phi steps, mosaic domains, divergence or dispersion
+#: steps, sensor layers, oversampling) nbjax accepts, given or implied.
+MAX_COUNT = 100_000
+#: Most X-ray sources (divergence grid points times dispersion steps).
+MAX_SOURCES = 100_000
+#: Most detector pixels (16384 x 16384).
+MAX_PIXELS = 2**28
+_C_INT = (-(2**31), 2**31 - 1)
+
+
+def _finite(x):
+    return math.isfinite(x)
+
+
+_ANY = ("must be a finite number", _finite)
+_POSITIVE = ("must be a positive number", lambda x: _finite(x) and x > 0)
+_NONNEGATIVE = ("must be a number >= 0", lambda x: _finite(x) and x >= 0)
+_COUNT = (f"must be a whole number from 0 to {MAX_COUNT}", lambda x: 0 <= x <= MAX_COUNT)
+_NONNEGATIVE_INT = (f"must be a whole number from 0 to {_C_INT[1]}", lambda x: 0 <= x <= _C_INT[1])
+_INT = (f"must be a whole number from {_C_INT[0]} to {_C_INT[1]}", lambda x: _C_INT[0] <= x <= _C_INT[1])
+_KAHN = ("must be a number from -1 to 1", lambda x: _finite(x) and -1.0 <= x <= 1.0)
+_DIRECTION = "nonzero"  # three finite numbers, not all zero
+
+#: The range each option's values must lie in, by the option's first name.
+#: Values are checked as read (in the option's own units, before conversion).
+LIMITS = {
+    "-Na": _NONNEGATIVE_INT, "-Nb": _NONNEGATIVE_INT, "-Nc": _NONNEGATIVE_INT, "-N": _NONNEGATIVE_INT,
+    "-samplesize": _NONNEGATIVE, "-sample_thick": _NONNEGATIVE, "-sample_width": _NONNEGATIVE,
+    "-sample_height": _NONNEGATIVE, "-xtalsize": _NONNEGATIVE, "-xtal_thick": _NONNEGATIVE,
+    "-xtal_width": _NONNEGATIVE, "-xtal_height": _NONNEGATIVE, "-density": _ANY, "-MW": _ANY,
+    "-Xbeam": _ANY, "-Ybeam": _ANY, "-Xclose": _ANY, "-Yclose": _ANY, "-ORGX": _ANY, "-ORGY": _ANY,
+    "-fdet_vector": _DIRECTION, "-sdet_vector": _DIRECTION, "-odet_vector": _ANY,
+    "-beam_vector": _DIRECTION, "-polar_vector": _DIRECTION, "-spindle_axis": _DIRECTION,
+    "-twotheta_axis": _DIRECTION, "-pix0_vector": _ANY,
+    "-distance": _POSITIVE, "-close_distance": _POSITIVE, "-detector_abs": _NONNEGATIVE,
+    "-detector_thick": _NONNEGATIVE, "-detector_thicksteps": _COUNT, "-thicksteps": _COUNT,
+    "-twotheta": _ANY, "-detector_rotx": _ANY, "-detector_roty": _ANY, "-detector_rotz": _ANY,
+    "-detsize": _POSITIVE, "-detsize_f": _POSITIVE, "-detsize_s": _POSITIVE,
+    "-detpixels": _NONNEGATIVE_INT, "-detpixels_f": _NONNEGATIVE_INT, "-detpixels_s": _NONNEGATIVE_INT,
+    "-pixel": _POSITIVE, "-polar": _KAHN, "-oversample": _COUNT, "-roi": _INT,
+    "-lambda": _POSITIVE, "-energy": _POSITIVE, "-fluence": _NONNEGATIVE, "-flux": _NONNEGATIVE,
+    "-exposure": _NONNEGATIVE, "-beamsize": _ANY, "-mosaic": _NONNEGATIVE, "-mosaic_domains": _COUNT,
+    "-dispersion": _NONNEGATIVE, "-dispsteps": _COUNT, "-divergence": _NONNEGATIVE,
+    "-hdivrange": _NONNEGATIVE, "-vdivrange": _NONNEGATIVE, "-hdivstep": _NONNEGATIVE,
+    "-hdivsteps": _COUNT, "-vdivstep": _NONNEGATIVE, "-vdivsteps": _COUNT, "-divsteps": _COUNT,
+    "-adc": _ANY, "-phi": _ANY, "-osc": _NONNEGATIVE, "-phistep": _NONNEGATIVE, "-phisteps": _COUNT,
+    "-dmin": _NONNEGATIVE, "-default_F": _ANY, "-scale": _NONNEGATIVE, "-pgmscale": _NONNEGATIVE,
+    "-fudge": _ANY, "-printout_pixel": _INT, "-seed": _INT, "-mosaic_seed": _INT, "-misset_seed": _INT,
+    "-water": _NONNEGATIVE,
+}
+
+
+def _shown(x):
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _check_values(rule, flag, values, strict):
+    """Refuse values outside the option's range (:data:`LIMITS`)."""
+    limit = LIMITS.get(rule.names[0])
+    if limit is None or not values:
+        return
+    as_read = "" if strict else f" (read as {rule.names[0]} by nanoBragg's substring rule)"
+    if rule.kinds == "a":  # -detector_abs: 'inf' or an attenuation depth >= 0
+        text, number = values
+        if "inf" not in text and not (_finite(number) and number >= 0):
+            raise InputError(f"{flag}: the attenuation depth must be 'inf' or a number >= 0 (um), got {text!r}{as_read}")
+        return
+    numbers = [v for v in values if not isinstance(v, str)]
+    if limit is _DIRECTION:
+        if not all(_finite(v) for v in numbers):
+            raise InputError(f"{flag}: the vector must be three finite numbers, got "
+                             f"{' '.join(map(_shown, numbers))}{as_read}")
+        if not any(numbers):
+            raise InputError(f"{flag}: the vector must not be zero (it gives a direction){as_read}")
+        return
+    what, ok = limit
+    for v in numbers:
+        if not ok(v):
+            raise InputError(f"{flag}: {what}, got {_shown(v)}{as_read}")
+
+
+def _header_hint(st):
+    return " (on the command line or in the -img/-mask header)" if (st.imginfilename or st.maskfilename) else ""
+
+
+def _resolved_count(count, span, step, flag):
+    """How many steps nanoBragg's (count, range, step) rule makes; refuses too many."""
+    if count <= 0 and span >= 0.0 and step > 0.0:
+        if not span / step <= MAX_COUNT:
+            raise InputError(f"{flag}: range / step size asks for {span / step:.3g} steps; "
+                             f"nbjax allows at most {MAX_COUNT}")
+    from nbjax.physics.sources import resolve_steps, sanitize
+
+    return sanitize(*resolve_steps(count, span, step, default_span=1.0))[0]
+
+
+def check_settings(st: CSettings) -> None:
+    """Checks of the settings as a whole, after the scan (and after the SMV headers).
+
+    Values that can come from an ``-img``/``-mask`` header are checked here
+    again, and the numbers of steps nanoBragg would derive are bounded.
+    """
+    hint = _header_hint(st)
+    if not (_finite(st.pixel_size) and st.pixel_size > 0):
+        raise InputError(f"-pixel: the pixel size must be positive, got {st.pixel_size * 1000:g} mm{hint}")
+    if not (_finite(st.distance) and st.distance > 0):
+        raise InputError(f"-distance: the distance must be positive, got {st.distance * 1000:g} mm{hint}")
+    if not (math.isnan(st.close_distance) or (_finite(st.close_distance) and st.close_distance > 0)):
+        raise InputError(f"-close_distance: the distance must be positive, got {st.close_distance * 1000:g} mm{hint}")
+    if not (_finite(st.lambda0) and st.lambda0 > 0):
+        raise InputError(f"-lambda/-energy: the wavelength must be positive and finite, got {st.lambda0 * 1e10:g} A{hint}")
+    for name, value in (("-Xbeam", st.Xbeam), ("-Ybeam", st.Ybeam), ("-Xclose", st.Xclose),
+                        ("-Yclose", st.Yclose), ("-ORGX", st.ORGX), ("-ORGY", st.ORGY),
+                        ("-phi", st.phi0), ("-osc", st.osc)):
+        if math.isinf(value) or (math.isnan(value) and name in ("-phi", "-osc")):  # NaN: "not given"
+            raise InputError(f"{name}: must be finite, got {value:g}{hint}")
+    if st.fpixels < 0 or st.spixels < 0:
+        raise InputError(f"-detpixels: pixel counts must not be negative, got {st.fpixels}x{st.spixels}{hint}")
+    sizes = []
+    for count, size in ((st.fpixels, st.detsize_f), (st.spixels, st.detsize_s)):
+        extent = st.pixel_size * count if count else size
+        sizes.append(extent / st.pixel_size - 0.5)
+    if not all(_finite(n) and n <= MAX_PIXELS for n in sizes) or math.ceil(sizes[0]) * math.ceil(sizes[1]) > MAX_PIXELS:
+        raise InputError(f"-detpixels/-detsize/-pixel: a detector of {sizes[0] + 0.5:.6g} x {sizes[1] + 0.5:.6g} pixels "
+                         f"is too large (nbjax renders at most {MAX_PIXELS} pixels){hint}")
+    # the phi, divergence and dispersion steps nanoBragg derives from ranges and step sizes
+    if st.phisteps < 0 and st.osc >= 0.0 and st.phistep > 0.0 and not st.osc / st.phistep <= MAX_COUNT:
+        raise InputError(f"-osc/-phistep: asks for {st.osc / st.phistep:.3g} phi steps; nbjax allows at most {MAX_COUNT}")
+    hsteps = _resolved_count(st.hdivsteps, st.hdivrange, st.hdivstep, "-hdivrange/-hdivstep")
+    vsteps = _resolved_count(st.vdivsteps, st.vdivrange, st.vdivstep, "-vdivrange/-vdivstep")
+    dsteps = _resolved_count(st.dispsteps, st.dispersion, st.dispstep, "-dispersion/-dispsteps")
+    if hsteps * vsteps > MAX_SOURCES or hsteps * vsteps * dsteps > MAX_SOURCES:
+        raise InputError(f"-hdivsteps/-vdivsteps/-dispsteps: {hsteps}x{vsteps} divergence x {dsteps} dispersion "
+                         f"steps make more than {MAX_SOURCES} sources")
+
+
 def _lenient(kind, text):
     if kind == "i":
         return c_atoi(text)
@@ -432,8 +578,19 @@ def _parse_cell(st, argv, i, strict, consumed):
             break
         values.append(argv[i + k])
     if strict and len(values) < 6:
-        raise InputError(f"{flag}: needs six values a b c alpha beta gamma (Å, degrees), got {len(values)}")
+        stop = argv[i + 1 + len(values)] if len(argv) > i + 1 + len(values) else None
+        why = " (a value starting with '-' ends the list: lengths and angles must be positive)" \
+            if stop is not None and is_number(stop) else ""
+        raise InputError(f"{flag}: needs six values a b c alpha beta gamma (Å, degrees), got {len(values)}{why}")
     numbers = [parse_float(v, flag) if strict else c_atof(v) for v in values]
+    if strict:
+        if not all(_finite(x) for x in numbers):
+            raise InputError(f"{flag}: the cell constants must be finite numbers")
+        if not numbers[0] > 0:
+            raise InputError(f"{flag}: the length a must be positive, got {numbers[0]:g}")
+        if not all(x < 180.0 for x in numbers[3:]):
+            raise InputError(f"{flag}: the angles must be below 180 degrees, got "
+                             f"{' '.join(_shown(x) for x in numbers[3:])}")
     for k, x in enumerate(numbers):
         st.cell[k] = x if k < 3 else x / RTD
         consumed.add(i + 1 + k)
@@ -452,6 +609,10 @@ def _parse_misset(st, argv, i, strict, consumed):
             numbers = [parse_float(t, flag) for t in texts]
         else:
             numbers = [c_atof(t) for t in texts]
+        if not all(_finite(x) for x in numbers):
+            as_read = "" if strict else " (read as -misset by nanoBragg's substring rule)"
+            raise InputError(f"{flag}: the misset angles must be finite, got "
+                             f"{' '.join(_shown(x) for x in numbers)}{as_read}")
         st.misset_mode = 1
         st.misset_rad = [x / RTD for x in numbers]
         if strict:
@@ -521,6 +682,7 @@ def parse(argv, initial: CSettings | None = None) -> CSettings:
         if arg.startswith("-") and not is_number(arg):
             raise InputError(f"{arg}: unknown option (nbjax knows nanoBragg's options; see 'nbjax --help')")
         raise InputError(f"unexpected argument {arg!r} (not the value of any option)")
+    check_settings(st)
     return st
 
 
@@ -530,6 +692,7 @@ def _apply(rule, st, argv, i, consumed, matched):
     values = _read_values(rule, argv, i, strict)
     if values is None:
         return False
+    _check_values(rule, arg, values, strict)
     matched.add(i)
     if strict:
         st.given.add(arg)

@@ -29,9 +29,13 @@ header length is the HEADER_BYTES value (looked up in the first 512 bytes);
 width and height are SIZE1 and SIZE2; the pixels start right after the
 header.  Unlike C, nbjax honours ``BYTE_ORDER=big_endian`` (C notes the byte
 order and then ignores it), so images written on big-endian machines by other
-programs read correctly.  Bytes after the pixel data are ignored.  C's string
-functions stop at the first NUL byte, so ``SMVImage.header`` is the header
-text up to its first NUL (headers padded with NULs lose only the padding).
+programs read correctly; and it refuses images whose ``TYPE`` (or d*TREK's
+``Data_type``) line names anything but unsigned 16-bit pixels, which C would
+misread.  For these two keys spaces around ``=`` are allowed (fabio writes
+``BYTE_ORDER= big_endian;``).  Bytes after the pixel data are ignored.  C's
+string functions stop at the first NUL byte, so ``SMVImage.header`` is the
+header text up to its first NUL (headers padded with NULs lose only the
+padding).
 
 Writing (:func:`nanobragg_header`, :func:`write_smv`)
 -----------------------------------------------------
@@ -46,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 
 import numpy as np
 
@@ -107,10 +112,13 @@ def _positive_integer(header: str, key: str, source: str) -> int:
     return int(value)  # C truncates with an (int) cast
 
 
-def _last_value_text(header: str, key: str) -> str:
-    """Text right after the last ``key`` in the header ('' if absent)."""
-    position = header.rfind(key)
-    return header[position + len(key) :] if position >= 0 else ""
+_UNSIGNED_SHORT = ("unsigned short", "unsigned short int", "uint16", "unsigned 16")
+
+
+def _keyword(header: str, key: str):
+    """The text value of the last ``KEY=value;`` line for exactly ``key`` (spaces allowed), or None."""
+    matches = re.findall(rf"(?m)^[ \t]*{re.escape(key)}[ \t]*=[ \t]*([^;\n]*)", header)
+    return matches[-1].strip() if matches else None
 
 
 def read_smv(path) -> SMVImage:
@@ -137,7 +145,10 @@ def read_smv(path) -> SMVImage:
             f"{source}: SMV image of {width}x{height} pixels needs {pixel_bytes} bytes of data "
             f"after the {header_bytes}-byte header, the file has {available} (truncated?)"
         )
-    big_endian = _last_value_text(header, "BYTE_ORDER=").startswith("big_endian")
+    pixel_type = _keyword(header, "TYPE") or _keyword(header, "Data_type")
+    if pixel_type is not None and pixel_type.lower().replace("_", " ") not in _UNSIGNED_SHORT:
+        raise InputError(f"{source}: SMV pixels of type {pixel_type!r}: only unsigned 16-bit images are supported")
+    big_endian = (_keyword(header, "BYTE_ORDER") or "").lower().startswith("big_endian")
     pixels = np.frombuffer(raw, dtype=">u2" if big_endian else "<u2", count=width * height, offset=header_bytes)
     data = pixels.astype(np.uint16).reshape(height, width)
     return SMVImage(header=header, header_bytes=header_bytes, width=width, height=height, data=data)

@@ -14,9 +14,11 @@ Values after the fifth are ignored, whatever they are.
 
 This mirrors nanoBragg.c's ``read_text_file``: each field is read with C
 ``atof`` (so ``1.5e-10m`` reads as 1.5e-10), and lines holding only separators
-are skipped.  nbjax is stricter in two ways: a field among the first five in
-which no number parses at all (a word) is an error, where C would read 0; and
-lines whose first non-separator character is ``#`` are comments.  It is also
+are skipped.  nbjax is stricter: a field among the first five in which no
+number parses at all (a word) is an error, where C would read 0; so is an
+infinite value, and a line placing the source at 0 0 0 (the sample: no beam
+direction); and lines whose first non-separator character is ``#`` are
+comments.  (``nan`` still reads as a missing value.)  It is also
 more regular: C fills the missing columns of a line that does not end in a
 bare ``\\n`` (the last line of a file without a final newline, or any line of a
 CRLF file) with 0 instead of NaN; nbjax gives NaN for every short line and
@@ -44,7 +46,8 @@ def read_sourcefile(path) -> np.ndarray:
     """Source points of ``path``: float64 array (n, 5) = X, Y, Z [m], weight, wavelength [m].
 
     Missing columns are NaN.  Raises :class:`InputError` naming the file (and
-    line) when a field is not a number or the file has no source lines.
+    line) when a field is not a number or is infinite, when a source sits at
+    0 0 0, or when the file has no source lines.
     """
     source = os.fspath(path)
     text = read_file_bytes(path).decode("utf-8", errors="replace")
@@ -61,7 +64,14 @@ def read_sourcefile(path) -> np.ndarray:
                 raise InputError(
                     f"{source}: line {line_number}: expected numbers 'X Y Z weight wavelength', got {shown!r}"
                 )
+            if np.isinf(value):
+                raise InputError(f"{source}: line {line_number}: {field.strip()!r} is not a finite number")
             row[column] = value
+        if row[0] == 0.0 and row[1] == 0.0 and row[2] == 0.0:
+            raise InputError(
+                f"{source}: line {line_number}: source position 0 0 0 is the sample itself; "
+                "it gives no beam direction"
+            )
         rows.append(row)
     if not rows:
         raise InputError(f"{source}: no source lines (expected 'X Y Z weight wavelength')")

@@ -1,0 +1,248 @@
+"""nanoBragg's flag scanner: the substring quirks, strict validation, ranges."""
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import GOLDEN, case_args
+from nbjax import cflags, experiment
+from nbjax.constants import RTD
+from nbjax.errors import InputError
+from nbjax.io import nanobragg_header, write_smv
+
+
+def golden_stdout(name):
+    return (GOLDEN / "cases" / name / "stdout.txt").read_text().splitlines()
+
+
+def block_after(lines, title, n=4):
+    """``title`` and the n lines after it (the cell-vector tables of the summary)."""
+    i = lines.index(title)
+    return lines[i:i + n]
+
+
+# --------------------------------------------------------------------------- substring quirks
+
+def test_twotheta_axis_also_sets_the_twotheta_angle():
+    st = cflags.parse("-twotheta 15 -twotheta_axis 0 1 0".split())
+    assert st.detector_twotheta == 0.0  # x component of the axis, read as -twotheta
+    assert st.twotheta_axis == [0.0, 1.0, 0.0] and st.convention == "custom" and st.pivot == "sample"
+    assert any("-twotheta_axis also matches -twotheta" in note for note in st.notes)
+    # in the other order the angle survives
+    assert cflags.parse("-twotheta_axis 0 1 0 -twotheta 15".split()).detector_twotheta == pytest.approx(15 / RTD)
+
+
+def test_twotheta_axis_matches_nanobragg_case_p11(in_inputs_dir):
+    """p11 asks for -twotheta 15 but nanoBragg's detector is not rotated: the axes are the defaults."""
+    exp = experiment.build(case_args("p11_twotheta_axis"), now=0)
+    theirs = golden_stdout("p11_twotheta_axis")
+    for key in ("custom convention selected.", "pivoting detector around sample"):
+        assert key in exp.log and key in theirs
+    mine = [line for line in exp.log if "DIRECTION_OF_DETECTOR" in line]
+    assert mine == [line for line in theirs if "DIRECTION_OF_DETECTOR" in line]
+    assert mine[0].endswith("= 0 0 1")  # unrotated fast axis
+
+
+def test_misset_seed_also_sets_misset_angles():
+    st = cflags.parse("-misset random -misset_seed 99 -lambda 1.2".split())
+    assert st.misset_mode == 1  # 'random' replaced by angles
+    assert st.misset_rad == pytest.approx([99 / RTD, 0.0, 1.2 / RTD])  # atof("-lambda") is 0
+    assert st.misset_seed == -99 and st.lambda0 == pytest.approx(1.2e-10)
+    assert any("-misset_seed also matches -misset" in note for note in st.notes)
+    # with fewer than three arguments after it, -misset_seed leaves the angles alone
+    st = cflags.parse("-misset random -misset_seed 99".split())
+    assert st.misset_mode == -1
+
+
+def test_misset_seed_matches_nanobragg_case_p46(in_inputs_dir):
+    exp = experiment.build(case_args("p46_misset_random"), now=0)
+    theirs = golden_stdout("p46_misset_random")
+    for title in ("real-space cell vectors (Angstrom):", "reciprocal-space cell vectors (Angstrom^-1):"):
+        assert block_after(list(exp.log), title) == block_after(theirs, title)
+    assert not any(line.startswith("random orientation misset angles") for line in exp.log)
+
+
+def test_printout_pixel_also_sets_printout():
+    st = cflags.parse("-printout_pixel 3 4".split())
+    assert st.printout and st.printout_pixel == (3, 4)
+
+
+def test_pix0_vector_mm_is_pix0_vector_unconverted():
+    st = cflags.parse("-pix0_vector_mm -216.3 215.2 -230.2".split())
+    assert st.pix0_vector == [-216.3, 215.2, -230.2] and st.convention == "custom"
+
+
+def test_oversample_thick_takes_no_value():
+    st = cflags.parse("-oversample_thick -oversample 3".split())
+    assert st.oversample_thick and st.oversample == 3
+
+
+def test_curved_det_as_last_argument_is_honoured_with_a_note():
+    st = cflags.parse(["-curved_det"])
+    assert st.curved_detector and any("last argument" in note for note in st.notes)
+
+
+def test_unknown_argument_read_as_an_option_by_substring():
+    st = cflags.parse("-distance_mm 80".split())
+    assert st.distance == pytest.approx(0.08)
+    assert any("read as -distance" in note for note in st.notes)
+
+
+# --------------------------------------------------------------------------- values
+
+def test_negative_numbers_are_values_not_options():
+    st = cflags.parse("-spindle_axis -1 0 0 -Xbeam -5 -detector_rotx -3".split())
+    assert st.spindle_vector == [-1.0, 0.0, 0.0]
+    assert st.Xbeam == pytest.approx(-0.005) and st.detector_rotx == pytest.approx(-3 / RTD)
+
+
+def test_values_given_once_each():
+    st = cflags.parse("-N 3 -Na 5 -detpixels_x 20 -detpixels_y 10 -mosflm -pivot sample".split())
+    assert (st.Na, st.Nb, st.Nc) == (5.0, 3.0, 3.0)
+    assert (st.fpixels, st.spixels) == (20, 10) and st.convention == "mosflm" and st.pivot == "sample"
+
+
+@pytest.mark.parametrize("args, message", [
+    ("-distance", "-distance: needs a value"),
+    ("-fdet_vector 1 0", "-fdet_vector: needs 3 values"),
+    ("-distance far", "-distance: expected a number, got 'far'"),
+    ("-N 2.5", "-N: expected an integer"),
+    ("-cell 100 100", "-cell: needs six values"),
+    ("-cell 100 100 100 90 90 x", "-cell: expected a number"),
+    ("-cell -100 100 100 90 90 90", "a value starting with '-' ends the list"),
+    ("-misset 1 2", "-misset: needs three angles"),
+    ("-pivot middle", "-pivot: expected 'beam' or 'sample'"),
+    ("-frobnicate", "-frobnicate: unknown option"),
+    ("-N 3 17", "unexpected argument '17'"),
+    ("-mask", "-mask: needs a file name"),
+    ("-cell", "-cell: needs six values"),
+])
+def test_strict_validation(args, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        cflags.parse(args.split())
+
+
+@pytest.mark.parametrize("args, message", [
+    ("-N -5", "-N: must be a whole number from 0"),
+    ("-Na 3000000000", "-Na: must be a whole number from 0 to 2147483647"),
+    ("-oversample -2", "-oversample: must be a whole number from 0 to 100000"),
+    ("-phisteps -1", "-phisteps: must be a whole number"),
+    ("-mosaic_domains 100001", "-mosaic_domains: must be a whole number from 0 to 100000"),
+    ("-dispsteps -3", "-dispsteps:"),
+    ("-hdivsteps -3", "-hdivsteps:"),
+    ("-detector_thicksteps -1", "-detector_thicksteps:"),
+    ("-detpixels -32", "-detpixels: must be a whole number from 0"),
+    ("-pixel 0", "-pixel: must be a positive number, got 0"),
+    ("-distance -100", "-distance: must be a positive number"),
+    ("-close_distance 0", "-close_distance: must be a positive number"),
+    ("-lambda 0", "-lambda: must be a positive number"),
+    ("-energy -5", "-energy: must be a positive number"),
+    ("-lambda nan", "-lambda: must be a positive number, got nan"),
+    ("-Xbeam inf", "-Xbeam: must be a finite number, got inf"),
+    ("-twotheta nan", "-twotheta: must be a finite number"),
+    ("-mosaic -1", "-mosaic: must be a number >= 0"),
+    ("-fluence -1", "-fluence: must be a number >= 0"),
+    ("-water -5", "-water:"),
+    ("-polar 1.5", "-polar: must be a number from -1 to 1"),
+    ("-detector_abs -5", "-detector_abs: the attenuation depth"),
+    ("-beam_vector 0 0 0", "-beam_vector: the vector must not be zero"),
+    ("-spindle_axis 0 0 nan", "-spindle_axis: the vector must be three finite numbers"),
+    ("-cell 100 100 100 90 90 180", "-cell: the angles must be below 180"),
+    ("-cell 0 100 100 90 90 90", "-cell: the length a must be positive"),
+    ("-misset inf 0 0", "-misset: the misset angles must be finite"),
+    ("-seed 2147483648", "-seed: must be a whole number from -2147483648 to 2147483647"),
+    ("-osc 10 -phistep 0.00001", "-osc/-phistep: asks for 1e\\+06 phi steps"),
+    ("-hdivrange 1 -hdivstep 0.000001", "-hdivrange/-hdivstep: range / step size asks for"),
+    ("-hdivsteps 1000 -vdivsteps 1000 -divergence 1", "make more than 100000 sources"),
+    ("-detpixels 20000", "-detpixels/-detsize/-pixel: a detector of 20000 x 20000 pixels is too large"),
+    ("-detsize 1e300", "is too large"),
+    ("-Xbeamx nan", "-Xbeamx: must be a finite number, got nan \\(read as -Xbeam"),
+])
+def test_ranges(args, message):
+    with pytest.raises(InputError, match=message) as info:
+        cflags.parse(args.split())
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("args", [
+    "-N 0", "-oversample 0", "-phisteps 0", "-mosaic_domains 0", "-detpixels 0 -detsize 10",
+    "-detector_abs inf", "-detector_abs 0", "-polar -1", "-mosaic 0", "-cell 100 100 100 0 0 0",
+    "-odet_vector 0 0 0", "-roi -1 -1 -1 -1", "-seed -2147483648", "-beamsize -1", "-Xbeam -5",
+    "-mosaic_domains 100000 -mosaic 1", "-osc 10 -phistep 0.0001",
+])
+def test_edge_values_nanobragg_accepts_are_accepted(args):
+    cflags.parse(args.split())
+
+
+def test_every_numeric_option_has_a_range():
+    for rule in cflags._RULES:
+        if set(rule.kinds) & set("fia"):
+            assert rule.names[0] in cflags.LIMITS, rule.names
+
+
+# Every option nanoBragg.c's scanner tests for, as its help and source spell them.
+NANOBRAGG_OPTIONS = """
+-img -mask -Na -Nb -Nc -N -cell -misset -samplesize -sample_size -sample_thick -sample_x -sample_width
+-sample_y -width -sample_height -sample_z -height -xtalsize -xtal_size -xtal_thick -xtal_x -xtal_width
+-xtal_y -xtal_height -xtal_z -density -sample_density -MW -molecular_weight -Xbeam -Ybeam -Xclose -Yclose
+-ORGX -ORGY -pivot -mosflm -xds -adxv -denzo -dials -fdet_vector -sdet_vector -odet_vector -beam_vector
+-polar_vector -spindle_axis -twotheta_axis -pix0_vector -pix0_vector_mm -distance -close_distance
+-detector_abs -detector_absorb -detector_thick -detector_thicksteps -thicksteps -twotheta -detector_rotx
+-detector_roty -detector_rotz -detsize -detsize_f -detsize_s -detpixels -detpixels_f -detpixels_x
+-detpixels_s -detpixels_y -curved_det -pixel -point_pixel -polar -nopolar -oversample_thick
+-oversample_polar -oversample_omega -oversample -roi -lambda -wavelength -energy -fluence -flux -exposure
+-beamsize -mosaic -mosaicity -mosaic_spread -mosaic_domains -mosaic_dom -dispersion -dispsteps -divergence
+-hdivrange -vdivrange -hdivstep -hdivsteps -vdivstep -vdivsteps -divsteps -round_div -square_div -adc -phi
+-osc -phistep -phisteps -dmin -mat -hkl -default_F -dump -stolout -stol -4stol -Q -sourcefile -floatfile
+-floatimage -intfile -intimage -pgmfile -pgmimage -noisefile -noiseimage -nonoise -nopgm -scale -pgmscale
+-coherent -printout -noprogress -progress -interpolate -nointerpolate -round_xtal -square_xtal -gauss_xtal
+-binary_spots -tophat_spots -fudge -printout_pixel -seed -mosaic_seed -misset_seed -water
+""".split()
+
+
+def test_every_nanobragg_option_is_known():
+    assert set(NANOBRAGG_OPTIONS) <= set(cflags.OPTION_NAMES) | {"-sample_density", "-molecular_weight"}
+    for name in NANOBRAGG_OPTIONS:
+        try:
+            cflags.parse([name] + ["1"] * 8)
+        except InputError as error:
+            assert "unknown option" not in str(error), name
+
+
+# --------------------------------------------------------------------------- header values
+
+def _smv(path, **changes):
+    fields = dict(fpixels=16, spixels=16, pixel_size_mm=0.4, distance_mm=80, wavelength_A=1.2,
+                  beam_center_x_mm=3.2, beam_center_y_mm=3.2, adxv_center_x_mm=3.2, adxv_center_y_mm=3.2,
+                  mosflm_center_x_mm=3.2, mosflm_center_y_mm=3.2, denzo_x_beam_mm=3.2, denzo_y_beam_mm=3.2,
+                  dials_origin_mm=(0, 0, -80), xds_orgx=8, xds_orgy=8, close_distance_mm=80, phi_deg=0,
+                  osc_start_deg=0, osc_range_deg=0.1, twotheta_deg=0)
+    fields.update(changes)
+    write_smv(path, np.zeros((fields["spixels"], fields["fpixels"]), np.uint16), nanobragg_header(**fields))
+
+
+def test_header_values_are_checked_too(tmp_path):
+    _smv(tmp_path / "ok.img")
+    st, _ = experiment.parse_args(["-img", str(tmp_path / "ok.img")])
+    assert (st.fpixels, st.spixels, st.distance) == (16, 16, pytest.approx(0.08))
+    # (nanoBragg's DISTANCE lookup finds the last 'DISTANCE' in the header: CLOSE_DISTANCE's)
+    for changes, flag in (({"close_distance_mm": 0.0}, "-distance"), ({"pixel_size_mm": 0.0}, "-pixel"),
+                          ({"wavelength_A": -1.0}, "-lambda"), ({"beam_center_x_mm": math.inf}, "-Xbeam")):
+        _smv(tmp_path / "bad.img", **changes)
+        with pytest.raises(InputError, match=f"{flag}.*-img/-mask header"):
+            experiment.parse_args(["-img", str(tmp_path / "bad.img")])
+    # the command line overrides a bad header value
+    _smv(tmp_path / "bad.img", wavelength_A=-1.0)
+    st, _ = experiment.parse_args(["-img", str(tmp_path / "bad.img"), "-lambda", "1.5"])
+    assert st.lambda0 == pytest.approx(1.5e-10)
+
+
+def test_flag_reference_lists_every_option():
+    from conftest import ROOT
+
+    text = (ROOT.parent / "docs" / "flags.md").read_text()
+    from nbjax import cli
+
+    missing = [name for name in cflags.OPTION_NAMES + list(cli.NBJAX_OPTIONS) if f"`{name}`" not in text]
+    assert not missing
