@@ -135,6 +135,7 @@ class RenderConfig:
     block_rows: int = 64
     evaluation_dtype: str | None = None  # e.g. "float32": per-(pixel, step) arithmetic in
                                          # that dtype; pixel geometry stays in the scene's
+    output_dtype: str | None = None      # image dtype (default: the scene's), e.g. "float32"
 
     @property
     def roi_bounds(self):
@@ -318,13 +319,17 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     Three nested ``lax.scan`` loops -- sub-pixel runs (layer, subS, subF), then
     sources, then (phi, domain) steps -- each a single traced body, so the
     compiled program does not grow with the loop counts.
-    ``body = (prepare, apply)`` folds one evaluation into the accumulator dict
-    ``acc``: ``prepare((h, k, l), f_latt, skip, e_index)`` (arrays over the
+    ``body`` (a :class:`_Body`) folds one evaluation into the accumulator
+    dict: ``prepare((h, k, l), f_latt, skip, e_index)`` (arrays over the
     block's pixels; ``e_index`` is the evaluation's index within the pixel, in
-    loop order) returns what ``apply(acc, pending, weight)`` needs.
+    loop order; ``skip`` is None unless ``body.uses_skip``) returns what
+    ``apply(fields, pending, weight)`` needs; ``apply`` updates only the
+    accumulator entries named in ``body.fields``.  ``weight`` is the
+    ``-oversample_*`` weight (None when it is 1); when the body does not use
+    ``skip`` the dmin cut is folded into ``weight`` as a zero.
     ``extra`` adds fields to the accumulator.
     """
-    prepare, apply = body
+    prepare, apply = body.prepare, body.apply
     dtype = blk.fast.dtype
     eval_dtype = jnp.dtype(cfg.evaluation_dtype) if cfg.evaluation_dtype else dtype
     shape = blk.fast.shape
@@ -380,14 +385,15 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             if not cfg.nopolar or cfg.oversample_polar:
                 pol = polar_factor(dx, dy, dz, incident, scene)
                 acc["polar"] = jnp.where(~cut & ((acc["polar"] == 0.0) | cfg.oversample_polar), pol, acc["polar"])
-            weight = jnp.ones(shape, dtype)
-            if cfg.oversample_thick:
-                weight = weight * acc["capture"]
-            if cfg.oversample_polar:
-                weight = weight * acc["polar"]
-            if cfg.oversample_omega:
-                weight = weight * acc["omega"]
-            weight = weight.astype(eval_dtype)
+            weight = None
+            for flag, factor in ((cfg.oversample_thick, "capture"), (cfg.oversample_polar, "polar"),
+                                 (cfg.oversample_omega, "omega")):
+                if flag:
+                    weight = acc[factor] if weight is None else weight * acc[factor]
+            if not body.uses_skip and cfg.has_dmin:
+                weight = jnp.where(cut, 0.0, 1.0 if weight is None else weight)
+            if weight is not None:
+                weight = weight.astype(eval_dtype)
             fresh = ~acc["ran"]
             e_base = (r_index * n_src + s_index) * n_steps
 
@@ -399,22 +405,26 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
                     pick = fresh & is_lead
                     h, k, l = jnp.where(pick, h2, h), jnp.where(pick, k2, k), jnp.where(pick, l2, l)
                     f_latt = jnp.where(pick, f2, f_latt)
-                skip = cut
-                if not cfg.has_water:
-                    skip = skip | (f_latt == 0.0)
+                skip = None
+                if body.uses_skip:
+                    skip = cut
+                    if not cfg.has_water:
+                        skip = skip | (f_latt == 0.0)
                 return prepare((h, k, l), f_latt, skip, e_base + q_index)
 
             # Software pipeline: step j's table lookups are folded in while step
             # j+1's lattice factors are computed, so the vectorisable arithmetic
-            # and the (scalar) gathers end up in separate loops.
+            # and the (scalar) gathers end up in separate loops.  Only the
+            # entries the body updates are carried through the loop.
             def step_body(carry, xs):
-                inner, pending = carry
-                return (apply(inner, pending, weight), evaluate(xs)), None
+                fields, pending = carry
+                return (apply(fields, pending, weight), evaluate(xs)), None
 
             first = evaluate(jax.tree_util.tree_map(lambda x: x[0], step_xs))
             rest = jax.tree_util.tree_map(lambda x: x[1:], step_xs)
-            acc, pending = lax.scan(step_body, (acc, first), rest)[0]
-            acc = apply(acc, pending, weight)
+            fields = {k: acc[k] for k in body.fields}
+            fields, pending = lax.scan(step_body, (fields, first), rest)[0]
+            acc.update(apply(fields, pending, weight))
             acc["ran"] = acc["ran"] | ~cut
             return acc, None
 
@@ -423,13 +433,33 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     return lax.scan(run_body, acc, run_xs)[0]
 
 
+class _Body(NamedTuple):
+    """What the innermost loop does with each evaluation (see :func:`_loop_nest`)."""
+
+    prepare: object
+    apply: object
+    fields: tuple
+    uses_skip: bool
+
+
 def _accumulate(cfg: RenderConfig, table, mode_for):
-    """(prepare, apply) adding F_cell² F_latt² (weighted or compounding) to ``I``."""
+    """Loop body adding F_cell² F_latt² (weighted or compounding) to ``I``.
+
+    Skipped evaluations (dmin cut, F_latt == 0) add nothing; only the
+    compounding c-parity accumulation needs to know them explicitly, since
+    there a skipped evaluation also skips the multiplication by the weight.
+    Pixels outside the roi or masked are zeroed at the end, whatever they hold.
+    """
     flat, shape, default_F = table
     plain_nearest = cfg.has_hkls and not cfg.interpolate
+    compounding = cfg.accumulation == "c-parity" and (
+        cfg.oversample_thick or cfg.oversample_polar or cfg.oversample_omega
+    )
 
     def prepare(hkl, f_latt, skip, e_index):
-        pending = dict(f_latt=f_latt, skip=skip)
+        pending = dict(f_latt=f_latt)
+        if compounding:
+            pending["skip"] = skip
         if plain_nearest:
             pending["index"] = structure_factors.nearest_flat_index(*hkl, shape, cfg.hkl_min)
         elif cfg.has_hkls:
@@ -437,8 +467,8 @@ def _accumulate(cfg: RenderConfig, table, mode_for):
             pending["mode"] = mode_for(e_index, hkl)
         return pending
 
-    def apply(acc, pending, weight):
-        f_latt, skip = pending["f_latt"], pending["skip"]
+    def apply(fields, pending, weight):
+        f_latt = pending["f_latt"]
         if plain_nearest:
             f_cell = flat[pending["index"]]
         elif cfg.has_hkls:
@@ -446,31 +476,31 @@ def _accumulate(cfg: RenderConfig, table, mode_for):
         else:
             f_cell = default_F
         term = f_cell * f_cell * f_latt * f_latt
-        acc = dict(acc)
-        if cfg.accumulation == "c-parity":
-            acc["I"] = jnp.where(skip, acc["I"], (acc["I"] + term) * weight)
+        I = fields["I"]
+        if compounding:
+            I = jnp.where(pending["skip"], I, (I + term) * weight)
         else:
-            acc["I"] = acc["I"] + jnp.where(skip, 0.0, term * weight)
-        return acc
+            I = I + (term if weight is None else term * weight)
+        return dict(I=I)
 
-    return prepare, apply
+    return _Body(prepare, apply, ("I",), compounding)
 
 
 def _probe_out_of_range(cfg: RenderConfig, big):
-    """(prepare, apply) recording each pixel's first evaluation that leaves the table."""
+    """Loop body recording each pixel's first evaluation that leaves the table."""
 
     def prepare(hkl, f_latt, skip, e_index):
         oob = structure_factors.interpolation_out_of_range(*hkl, cfg.hkl_min, cfg.hkl_max) & ~skip
         return dict(oob=oob, hkl=hkl, e_index=e_index)
 
-    def apply(acc, pending, weight):
-        new = pending["oob"] & (acc["first_e"] == big)
-        acc = dict(acc)
-        acc["first_e"] = jnp.where(new, pending["e_index"], acc["first_e"])
-        acc["first_hkl"] = tuple(jnp.where(new, x, old) for x, old in zip(pending["hkl"], acc["first_hkl"]))
-        return acc
+    def apply(fields, pending, weight):
+        new = pending["oob"] & (fields["first_e"] == big)
+        return dict(
+            first_e=jnp.where(new, pending["e_index"], fields["first_e"]),
+            first_hkl=tuple(jnp.where(new, x, old) for x, old in zip(pending["hkl"], fields["first_hkl"])),
+        )
 
-    return prepare, apply
+    return _Body(prepare, apply, ("first_e", "first_hkl"), True)
 
 
 def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
@@ -576,6 +606,8 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     if not cfg.oversample_omega:
         value = value * final["omega"]
     value = jnp.where(blk.active, value, 0.0)
+    if cfg.output_dtype:
+        value = value.astype(cfg.output_dtype)
 
     phi_state = carry.phi_state
     if _uses_carryover(cfg):
@@ -609,7 +641,11 @@ def _assemble(cfg: RenderConfig, blocks, dtype):
     """Place (n_blocks, block_rows, width) block outputs into the full image."""
     x0, x1, y0, y1 = cfg.roi_bounds
     rows, width = cfg.roi_shape
-    roi_image = blocks.reshape(-1, width)[:rows]
+    roi_image = blocks.reshape(-1, width)
+    if roi_image.shape[0] != rows:
+        roi_image = roi_image[:rows]
+    if (rows, width) == (cfg.spixels, cfg.fpixels):
+        return roi_image.astype(dtype)
     image = jnp.zeros((cfg.spixels, cfg.fpixels), dtype)
     return image.at[y0:y1 + 1, x0:x1 + 1].set(roi_image)
 
@@ -625,7 +661,7 @@ def render_core(scene: Scene, cfg: RenderConfig, mask=None, *, checkpoint: bool 
     if checkpoint:
         block = jax.checkpoint(block)
     carry, blocks = lax.scan(block, initial_carry(scene), jnp.arange(n_blocks(cfg)))
-    image = _assemble(cfg, blocks, scene.pix0_m.dtype)
+    image = _assemble(cfg, blocks, blocks.dtype)
     return RenderResult(image=image, omega_sum=carry.omega_sum, interpolation_off_at=carry.first_oob)
 
 
@@ -657,5 +693,5 @@ def render_blocks(scene: Scene, cfg: RenderConfig, mask=None, *, on_block=None) 
         if on_block is not None:
             on_block(index + 1, total)
     blocks = jnp.stack(outputs) if outputs else jnp.zeros((0, cfg.block_rows, cfg.roi_shape[1]), scene.pix0_m.dtype)
-    image = _assemble(cfg, blocks, scene.pix0_m.dtype)
+    image = _assemble(cfg, blocks, blocks.dtype)
     return RenderResult(image=image, omega_sum=carry.omega_sum, interpolation_off_at=carry.first_oob)

@@ -44,13 +44,18 @@ from nbjax.physics import rng, sources
 
 DBL_MIN = 2.2250738585072014e-308
 
-# The set-up geometry runs as a few compiled functions rather than hundreds of
-# eager operations: one compilation each (kept by the persistent cache).
-_place_detector = jax.jit(detector.place_detector, static_argnums=(1, 2))
-_reciprocal_from_cell = jax.jit(crystal.reciprocal_from_cell)
-_lattice = jax.jit(lambda recip, misset, cell, volume: crystal.lattice_from_reciprocal(
-    recip, misset, cell=cell, cell_volume_A3=volume))
-_cell_parameters = jax.jit(crystal.cell_parameters)
+# The set-up geometry runs on the host with numpy (the geometry functions accept
+# numpy or JAX arrays): the C library's sin/cos/sqrt, as in nanoBragg, so that
+# decisions such as Nc = ceil(sample_z / |c|) come out the same.
+_place_detector = detector.place_detector
+
+
+def _lattice(recip, misset, cell, volume):
+    return crystal.lattice_from_reciprocal(recip, misset, cell=cell, cell_volume_A3=volume)
+
+
+_reciprocal_from_cell = crystal.reciprocal_from_cell
+_cell_parameters = crystal.cell_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,16 +296,16 @@ def build(
 
     # ---- detector placement -----------------------------------------------------
     det_params = detector.DetectorParams(
-        fdet=jnp.asarray(fdet, jnp.float64), sdet=jnp.asarray(sdet, jnp.float64),
-        odet=jnp.asarray(odet, jnp.float64), beam=jnp.asarray(beam, jnp.float64),
-        twotheta_axis=jnp.asarray(twotheta_axis, jnp.float64),
-        pixel_size_m=jnp.asarray(st.pixel_size, jnp.float64),
-        distance_m=jnp.asarray(st.distance, jnp.float64),
-        close_distance_m=jnp.asarray(0.0 if nan(st.close_distance) else st.close_distance, jnp.float64),
-        beam_fast_m=jnp.asarray(Fbeam, jnp.float64), beam_slow_m=jnp.asarray(Sbeam, jnp.float64),
-        close_fast_m=jnp.asarray(Fclose, jnp.float64), close_slow_m=jnp.asarray(Sclose, jnp.float64),
-        rotations_rad=jnp.asarray([st.detector_rotx, st.detector_roty, st.detector_rotz], jnp.float64),
-        twotheta_rad=jnp.asarray(st.detector_twotheta, jnp.float64),
+        fdet=np.asarray(fdet, np.float64), sdet=np.asarray(sdet, np.float64),
+        odet=np.asarray(odet, np.float64), beam=np.asarray(beam, np.float64),
+        twotheta_axis=np.asarray(twotheta_axis, np.float64),
+        pixel_size_m=np.asarray(st.pixel_size, np.float64),
+        distance_m=np.asarray(st.distance, np.float64),
+        close_distance_m=np.asarray(0.0 if nan(st.close_distance) else st.close_distance, np.float64),
+        beam_fast_m=np.asarray(Fbeam, np.float64), beam_slow_m=np.asarray(Sbeam, np.float64),
+        close_fast_m=np.asarray(Fclose, np.float64), close_slow_m=np.asarray(Sclose, np.float64),
+        rotations_rad=np.asarray([st.detector_rotx, st.detector_roty, st.detector_rotz], np.float64),
+        twotheta_rad=np.asarray(st.detector_twotheta, np.float64),
     )
     frame = _place_detector(det_params, pivot, not nan(st.close_distance))
     frame = _to_numpy(frame)
@@ -327,7 +332,7 @@ def build(
         misset = [float(x) for x in rng.random_misset(misset_seed, rng_state)]
         log.append("random orientation misset angles: %f %f %f deg" % tuple(x * RTD for x in misset))
         misset_mode = 1
-    misset_rad = jnp.asarray(misset if misset_mode > 0 else [0.0, 0.0, 0.0], jnp.float64)
+    misset_rad = np.asarray(misset if misset_mode > 0 else [0.0, 0.0, 0.0], np.float64)
     cell = None
     if st.user_cell:
         cell = list(st.cell)
@@ -338,12 +343,12 @@ def build(
         for k in (3, 4, 5):
             if cell[k] <= 0.0:
                 cell[k] = math.pi / 2
-        cell = jnp.asarray(cell, jnp.float64)
+        cell = np.asarray(cell, np.float64)
         recip, volume = _reciprocal_from_cell(cell)
     if st.matfilename is not None:
         log.append(f"reading {st.matfilename}")
         matrix = matrix_io.read_mosflm_matrix(st.matfilename)
-        recip = (1e-10 / st.lambda0) * jnp.asarray(matrix, jnp.float64).T
+        recip = (1e-10 / st.lambda0) * np.asarray(matrix, np.float64).T
     lattice = _lattice(recip, misset_rad, cell, volume if cell is not None else None)
     real_A = np.asarray(lattice.real_A)
     recip_A = np.asarray(lattice.reciprocal_A)
@@ -612,10 +617,17 @@ def write_fdump_cache(exp: Experiment):
 
 
 def default_block_rows(roi, oversample, thicksteps, n_sources, n_steps):
-    """Rows per block: about 2^17–2^18 pixel evaluations per inner step."""
+    """Rows per render block: about 2^17 pixels, preferring a divisor of the
+    row count (no padded rows to render and cut off again)."""
     width = roi[1] - roi[0] + 1
-    rows = max(1, (1 << 17) // max(width, 1))
-    return int(min(rows, roi[3] - roi[2] + 1))
+    rows = roi[3] - roi[2] + 1
+    target = max(1, (1 << 17) // max(width, 1))
+    if target >= rows:
+        return int(rows)
+    divisors = [d for d in range(max(1, target // 3), min(rows, 3 * target) + 1) if rows % d == 0]
+    if divisors:
+        return int(min(divisors, key=lambda d: abs(math.log(d / target))))
+    return int(target)
 
 
 def _to_numpy(tree):

@@ -123,7 +123,7 @@ def _sharded_renderer(cfg: engine.RenderConfig, n_devices: int, has_mask: bool, 
         blocks, omega, first = render(scene, mask, block_ids, run_before, oob_before)
         found = first[:, 0] != 0
         record = first[jnp.argmax(found)]
-        image = engine._assemble(cfg, blocks[:total], scene.pix0_m.dtype)
+        image = engine._assemble(cfg, blocks[:total], blocks.dtype)
         return engine.RenderResult(image=image, omega_sum=jnp.sum(omega), interpolation_off_at=record)
 
     return run

@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
+
+from nbjax.geometry._arrays import array_module
 
 from nbjax.geometry.rotation import cross, dot, norm, rotate_xyz
 
@@ -43,12 +44,12 @@ class CrystalFrame:
 
 
 def _clamp_sin(x):
-    return jnp.clip(x, -1.0, 1.0)
+    return array_module(x).clip(x, -1.0, 1.0)
 
 
 def _clamp_cos(x):
     # nanoBragg replaces an out-of-range cosine by +1 whatever its sign.
-    return jnp.where(x * x > 1.0, 1.0, x)
+    return array_module(x).where(x * x > 1.0, 1.0, x)
 
 
 def reciprocal_from_cell(cell):
@@ -56,26 +57,27 @@ def reciprocal_from_cell(cell):
 
     ``cell`` = (a, b, c, α, β, γ) with lengths in Å and angles in radians.
     """
+    xp = array_module(cell)
     a, b, c, alpha, beta, gamma = (cell[i] for i in range(6))
     half_sum = (alpha + beta + gamma) / 2
-    skew = jnp.sin(half_sum) * jnp.sin(half_sum - alpha) * jnp.sin(half_sum - beta) * jnp.sin(half_sum - gamma)
-    skew = jnp.abs(skew)
-    volume = 2.0 * a * b * c * jnp.sqrt(skew)
-    volume = jnp.where(volume <= 0.0, DBL_MIN, volume)
+    skew = xp.sin(half_sum) * xp.sin(half_sum - alpha) * xp.sin(half_sum - beta) * xp.sin(half_sum - gamma)
+    skew = xp.abs(skew)
+    volume = 2.0 * a * b * c * xp.sqrt(skew)
+    volume = xp.where(volume <= 0.0, DBL_MIN, volume)
     inv_volume = 1.0 / volume
-    a_star = b * c * jnp.sin(alpha) * inv_volume
-    b_star = c * a * jnp.sin(beta) * inv_volume
-    c_star = a * b * jnp.sin(gamma) * inv_volume
+    a_star = b * c * xp.sin(alpha) * inv_volume
+    b_star = c * a * xp.sin(beta) * inv_volume
+    c_star = a * b * xp.sin(gamma) * inv_volume
     sin_gamma_star = _clamp_sin(c * inv_volume / a_star / b_star)
-    cos_alpha_star = _clamp_cos((jnp.cos(beta) * jnp.cos(gamma) - jnp.cos(alpha)) / (jnp.sin(beta) * jnp.sin(gamma)))
-    cos_beta_star = _clamp_cos((jnp.cos(gamma) * jnp.cos(alpha) - jnp.cos(beta)) / (jnp.sin(gamma) * jnp.sin(alpha)))
-    cos_gamma_star = _clamp_cos((jnp.cos(alpha) * jnp.cos(beta) - jnp.cos(gamma)) / (jnp.sin(alpha) * jnp.sin(beta)))
-    zero = jnp.zeros_like(a_star)
-    rows = jnp.stack(
+    cos_alpha_star = _clamp_cos((xp.cos(beta) * xp.cos(gamma) - xp.cos(alpha)) / (xp.sin(beta) * xp.sin(gamma)))
+    cos_beta_star = _clamp_cos((xp.cos(gamma) * xp.cos(alpha) - xp.cos(beta)) / (xp.sin(gamma) * xp.sin(alpha)))
+    cos_gamma_star = _clamp_cos((xp.cos(alpha) * xp.cos(beta) - xp.cos(gamma)) / (xp.sin(alpha) * xp.sin(beta)))
+    zero = xp.zeros_like(a_star)
+    rows = xp.stack(
         [
-            jnp.stack([a_star, zero, zero]),
-            jnp.stack([b_star * cos_gamma_star, b_star * sin_gamma_star, zero]),
-            jnp.stack(
+            xp.stack([a_star, zero, zero]),
+            xp.stack([b_star * cos_gamma_star, b_star * sin_gamma_star, zero]),
+            xp.stack(
                 [
                     c_star * cos_beta_star,
                     c_star * (cos_alpha_star - cos_beta_star * cos_gamma_star) / sin_gamma_star,
@@ -89,7 +91,7 @@ def reciprocal_from_cell(cell):
 
 def _rescale(v, new_length):
     old = norm(v)
-    old = jnp.where(old <= 0.0, 1.0, old)
+    old = array_module(v).where(old <= 0.0, 1.0, old)
     return (new_length / old) * v
 
 
@@ -101,6 +103,7 @@ def lattice_from_reciprocal(reciprocal_A, misset_rad, cell=None, cell_volume_A3=
     given, the real-space lengths are forced to ``cell[:3]`` as nanoBragg does
     for ``-cell``.
     """
+    xp = array_module(reciprocal_A, misset_rad, cell)
     rx, ry, rz = misset_rad[0], misset_rad[1], misset_rad[2]
     a_star, b_star, c_star = (rotate_xyz(reciprocal_A[i], rx, ry, rz) for i in range(3))
     b_cross_c = cross(b_star, c_star)
@@ -118,8 +121,8 @@ def lattice_from_reciprocal(reciprocal_A, misset_rad, cell=None, cell_volume_A3=
     a = volume * b_cross_c
     b = volume * c_cross_a
     c = volume * a_cross_b
-    real = jnp.stack([a, b, c])
-    reciprocal = jnp.stack([v_star * cross(b, c), v_star * cross(c, a), v_star * cross(a, b)])
+    real = xp.stack([a, b, c])
+    reciprocal = xp.stack([v_star * cross(b, c), v_star * cross(c, a), v_star * cross(a, b)])
     return CrystalFrame(real_A=real, reciprocal_A=reciprocal, volume_A3=volume)
 
 
@@ -131,12 +134,13 @@ def lattice_from_cell(cell, misset_rad):
 
 def lattice_from_matrix(matrix, wavelength_m, misset_rad):
     """Crystal lattice from a MOSFLM A matrix (columns a*, b*, c* times λ in Å)."""
-    reciprocal = (1e-10 / wavelength_m) * jnp.asarray(matrix).T
+    reciprocal = (1e-10 / wavelength_m) * array_module(matrix, wavelength_m).asarray(matrix).T
     return lattice_from_reciprocal(reciprocal, misset_rad)
 
 
 def cell_parameters(real_A, reciprocal_A, volume_A3):
     """(a, b, c, α, β, γ) and (a*, b*, c*, α*, β*, γ*) from lattice vectors (Å, rad)."""
+    xp = array_module(real_A, reciprocal_A, volume_A3)
 
     def angles(x, y, z, xs, ys, zs, inv):
         lx, ly, lz = norm(x), norm(y), norm(z)
@@ -147,8 +151,8 @@ def cell_parameters(real_A, reciprocal_A, volume_A3):
         cos_a = _clamp_cos(dot(y, z) / ly / lz)
         cos_b = _clamp_cos(dot(x, z) / lx / lz)
         cos_g = _clamp_cos(dot(x, y) / lx / ly)
-        return jnp.stack(
-            [lx, ly, lz, jnp.arctan2(sin_a, cos_a), jnp.arctan2(sin_b, cos_b), jnp.arctan2(sin_g, cos_g)]
+        return xp.stack(
+            [lx, ly, lz, xp.arctan2(sin_a, cos_a), xp.arctan2(sin_b, cos_b), xp.arctan2(sin_g, cos_g)]
         )
 
     a, b, c = real_A[0], real_A[1], real_A[2]

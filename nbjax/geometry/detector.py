@@ -26,7 +26,8 @@ Procedure (nanoBragg's):
    ``ORGX = Fclose/p + 1/2``, ``ORGY = Sclose/p + 1/2`` (pixels); DIALS origin
    ``1000 (pix0·ẑ, pix0·ŷ, −pix0·x̂)`` (mm).
 
-Every step is a pure jnp function of the parameters, so distances, beam centre
+Every step is a pure function of the parameters (numpy on the host, jax.numpy
+when traced), so distances, beam centre
 and rotations can be differentiated.
 """
 
@@ -36,7 +37,8 @@ import dataclasses
 import sys
 
 import jax
-import jax.numpy as jnp
+
+from nbjax.geometry._arrays import array_module
 
 from nbjax.geometry.conventions import Pivot
 from nbjax.geometry.rotation import dot, rotate_about_axis, rotate_xyz
@@ -96,13 +98,14 @@ def place_detector(params: DetectorParams, pivot: Pivot, close_distance_given: b
 
     ``pivot`` and ``close_distance_given`` are static choices.
     """
+    xp = array_module(*jax.tree_util.tree_leaves(params))
     rx, ry, rz = params.rotations_rad[0], params.rotations_rad[1], params.rotations_rad[2]
     ratio = dot(params.beam, rotate_xyz(params.odet, rx, ry, rz))
-    ratio = jnp.where(ratio == 0.0, DBL_MIN, ratio)
+    ratio = xp.where(ratio == 0.0, DBL_MIN, ratio)
     if close_distance_given:
         close = params.close_distance_m
     else:
-        close = jnp.abs(ratio * params.distance_m)
+        close = xp.abs(ratio * params.distance_m)
     distance = close / ratio
 
     if pivot is Pivot.SAMPLE:
@@ -123,7 +126,7 @@ def place_detector(params: DetectorParams, pivot: Pivot, close_distance_given: b
     beam_fast = dot(fdet, beam_offset)
     beam_slow = dot(sdet, beam_offset)
     distance = close / ratio
-    dials = jnp.stack([1000.0 * pix0[2], 1000.0 * pix0[1], 1000.0 * (-pix0[0])])
+    dials = xp.stack([1000.0 * pix0[2], 1000.0 * pix0[1], 1000.0 * (-pix0[0])])
     return DetectorFrame(
         fdet=fdet,
         sdet=sdet,

@@ -20,13 +20,13 @@ result is then a tuple too.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+from nbjax.geometry._arrays import array_module
 
 
 def _xyz(v):
     if isinstance(v, tuple):
         return v
-    v = jnp.asarray(v)
+    v = array_module(v).asarray(v)
     return v[..., 0], v[..., 1], v[..., 2]
 
 
@@ -34,7 +34,7 @@ def _like(components, *inputs):
     """Pack components as a tuple if any input vector was one, else stack them."""
     if any(isinstance(v, tuple) for v in inputs):
         return tuple(components)
-    return jnp.stack(components, axis=-1)
+    return array_module(*components).stack(components, axis=-1)
 
 
 def dot(x, y):
@@ -53,7 +53,7 @@ def cross(x, y):
 
 def norm(v):
     """Euclidean length over the last axis (sqrt of x² + y² + z²)."""
-    return jnp.sqrt(dot(v, v))
+    return array_module(v).sqrt(dot(v, v))
 
 
 def unitize(v):
@@ -62,11 +62,12 @@ def unitize(v):
     The division uses a guarded denominator (double ``where``) so that the
     gradient stays finite at ``|v| = 0``.
     """
+    xp = array_module(v)
     sq = dot(v, v)
     nonzero = sq > 0
-    length = jnp.sqrt(jnp.where(nonzero, sq, 1.0))
-    unit = _like([jnp.where(nonzero, c / length, 0.0) for c in _xyz(v)], v)
-    return unit, jnp.where(nonzero, length, 0.0)
+    length = xp.sqrt(xp.where(nonzero, sq, 1.0))
+    unit = _like([xp.where(nonzero, c / length, 0.0) for c in _xyz(v)], v)
+    return unit, xp.where(nonzero, length, 0.0)
 
 
 def rotate_xyz(v, rotx, roty, rotz):
@@ -74,12 +75,13 @@ def rotate_xyz(v, rotx, roty, rotz):
 
     Right-handed rotations of the vector (active), angles in radians.
     """
+    xp = array_module(v, rotx, roty, rotz)
     x, y, z = _xyz(v)
-    cx, sx = jnp.cos(rotx), jnp.sin(rotx)
+    cx, sx = xp.cos(rotx), xp.sin(rotx)
     y, z = y * cx + z * (-sx), y * sx + z * cx
-    cy, sy = jnp.cos(roty), jnp.sin(roty)
+    cy, sy = xp.cos(roty), xp.sin(roty)
     x, z = x * cy + z * sy, x * (-sy) + z * cy
-    cz, sz = jnp.cos(rotz), jnp.sin(rotz)
+    cz, sz = xp.cos(rotz), xp.sin(rotz)
     x, y = x * cz + y * (-sz), x * sz + y * cz
     return _like([x, y, z], v)
 
@@ -90,9 +92,10 @@ def rotate_about_axis(v, axis, angle):
     Rodrigues' formula, v cosφ + (k × v) sinφ + k (k·v)(1 − cosφ), with the
     terms grouped as nanoBragg groups them.
     """
+    xp = array_module(v, axis, angle)
     v0, v1, v2 = _xyz(v)
     k0, k1, k2 = _xyz(axis)
-    s, c = jnp.sin(angle), jnp.cos(angle)
+    s, c = xp.sin(angle), xp.cos(angle)
     along = (k0 * v0 + k1 * v1 + k2 * v2) * (1.0 - c)
     return _like(
         [
@@ -107,5 +110,5 @@ def rotate_about_axis(v, axis, angle):
 def apply_umat(v, umat):
     """Multiply ``v`` by the 3x3 matrix ``umat`` (rows are output components)."""
     v0, v1, v2 = _xyz(v)
-    u = jnp.asarray(umat)
+    u = array_module(umat).asarray(umat)
     return _like([u[..., i, 0] * v0 + u[..., i, 1] * v1 + u[..., i, 2] * v2 for i in range(3)], v)
