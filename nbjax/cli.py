@@ -13,6 +13,7 @@ written under a temporary name and renamed, so none is ever half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import secrets
@@ -329,15 +330,18 @@ def render_command(argv) -> int:
     from nbjax import experiment
 
     accumulation, phi_carryover = modes(options)
-    dtype = jnp.float32 if options.get("--precision") == "single" else jnp.float64
     exp = experiment.build(
         cargs,
         accumulation=accumulation,
         phi_carryover=phi_carryover,
         interpolation_fallback=options.get("--interpolation-fallback", "c"),
-        dtype=dtype,
+        # single precision: float32 per-evaluation arithmetic, float64 pixel geometry
+        dtype=jnp.float64,
+        evaluation_dtype="float32" if options.get("--precision") == "single" else None,
         block_rows=positive_int_option(options, "--block-rows"),
     )
+    # nanoBragg keeps a float image: render straight into float32
+    exp = dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
     if devices > len(jax.devices()):
         raise InputError(f"--devices: {devices} requested but only {len(jax.devices())} available")
     _check_sources(exp)

@@ -691,6 +691,7 @@ def render_blocks(scene: Scene, cfg: RenderConfig, mask=None, *, on_block=None) 
         carry, values = block(scene, mask_array, carry, jnp.asarray(index))
         outputs.append(values)
         if on_block is not None:
+            values.block_until_ready()  # report blocks done, not merely queued
             on_block(index + 1, total)
     blocks = jnp.stack(outputs) if outputs else jnp.zeros((0, cfg.block_rows, cfg.roi_shape[1]), scene.pix0_m.dtype)
     image = _assemble(cfg, blocks, blocks.dtype)
