@@ -124,3 +124,24 @@ def test_xds_origin_and_close_distance(in_inputs_dir):
     assert exp.header["xds_orgx"] == pytest.approx(70.0)
     assert exp.header["xds_orgy"] == pytest.approx(55.0)
     assert exp.header["close_distance_mm"] == pytest.approx(100.0)
+
+
+def test_pix0_vector_only_switches_the_convention(in_inputs_dir):
+    """In nanoBragg.c -pix0_vector(_mm) sets the custom convention; the vector itself is
+    overwritten by the pivot computation, so its values change nothing.  The supervisor
+    command's origin is therefore the one derived from its beam centre and distance."""
+    base = "-default_F 100 -cell 100 100 100 90 90 90 -lambda 6.2 -N 5 -detpixels 32 -pixel 0.4 -distance 100 -nonoise".split()
+    first = experiment.build(base + "-pix0_vector 1 2 3".split())
+    second = experiment.build(base + "-pix0_vector_mm -216.3 215.2 -230.2".split())
+    custom = experiment.build(base + "-beam_vector 1 0 0".split())   # also just switches to custom
+    for exp in (second, custom):
+        np.testing.assert_array_equal(np.asarray(exp.scene.pix0_m), np.asarray(first.scene.pix0_m))
+    mosflm = experiment.build(base)
+    assert not np.array_equal(np.asarray(mosflm.scene.pix0_m), np.asarray(first.scene.pix0_m))
+    # the supervisor command passes -pix0_vector_mm -216.336293 215.205512 -230.200866; the
+    # origin nanoBragg actually uses is the one its stdout reports as the DIALS origin
+    # (-230.192 216.343 216.476 = z, y, -x in mm), more than a millimetre away
+    exp = experiment.build(case_args("supervisor"))
+    pix0_mm = np.asarray(exp.scene.pix0_m) * 1000
+    np.testing.assert_allclose([pix0_mm[2], pix0_mm[1], -pix0_mm[0]], [-230.192, 216.343, 216.476], atol=1e-3)
+    assert np.linalg.norm(pix0_mm - [-216.336293, 215.205512, -230.200866]) > 1.0
