@@ -221,18 +221,12 @@ def _evaluation(qx, qy, qz, cell_rows, scene: Scene, cfg: RenderConfig):
     return h, k, l, f_latt
 
 
-def _lookup_F(h, k, l, mode, table, cfg: RenderConfig):
-    """F_cell for one evaluation; mode 0 = nearest, 1 = interpolate, 2 = default_F."""
-    flat, shape, default_F = table
-    if not cfg.has_hkls:
-        return default_F
-    nearest = structure_factors.nearest_F(
-        lattice.nearest_index(h), lattice.nearest_index(k), lattice.nearest_index(l), flat, shape, cfg.hkl_min
-    )
-    if not cfg.interpolate:
-        return nearest
+def _lookup_F(h, k, l, interpolate, table, cfg: RenderConfig):
+    """F_cell with interpolation on: tricubic where ``interpolate``, else the nearest reflection."""
+    flat, shape, _ = table
+    nearest = flat[structure_factors.nearest_flat_index(h, k, l, shape, cfg.hkl_min)]
     interp = structure_factors.tricubic_F(h, k, l, flat, shape, cfg.hkl_min)
-    return jnp.where(mode == 1, interp, jnp.where(mode == 2, default_F, nearest))
+    return jnp.where(interpolate, interp, nearest)
 
 
 # --------------------------------------------------------------------------
@@ -442,7 +436,7 @@ class _Body(NamedTuple):
     uses_skip: bool
 
 
-def _accumulate(cfg: RenderConfig, table, mode_for):
+def _accumulate(cfg: RenderConfig, table, interpolate_here):
     """Loop body adding F_cell² F_latt² (weighted or compounding) to ``I``.
 
     Skipped evaluations (dmin cut, F_latt == 0) add nothing; only the
@@ -464,7 +458,7 @@ def _accumulate(cfg: RenderConfig, table, mode_for):
             pending["index"] = structure_factors.nearest_flat_index(*hkl, shape, cfg.hkl_min)
         elif cfg.has_hkls:
             pending["hkl"] = hkl
-            pending["mode"] = mode_for(e_index, hkl)
+            pending["interpolate"] = interpolate_here(e_index, hkl)
         return pending
 
     def apply(fields, pending, weight):
@@ -472,7 +466,7 @@ def _accumulate(cfg: RenderConfig, table, mode_for):
         if plain_nearest:
             f_cell = flat[pending["index"]]
         elif cfg.has_hkls:
-            f_cell = _lookup_F(*pending["hkl"], pending["mode"], table, cfg)
+            f_cell = _lookup_F(*pending["hkl"], pending["interpolate"], table, cfg)
         else:
             f_cell = default_F
         term = f_cell * f_cell * f_latt * f_latt
@@ -576,26 +570,23 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
         pixel_index = jnp.arange(n_pix).reshape(shape)
         on = interpolating
 
-        def mode_for(e_index, hkl):
+        def interpolate_here(e_index, hkl):
             # nanoBragg sets F = default_F at the switch-off point, but its
             # nearest-neighbour branch then runs for that same evaluation, so
             # the point itself gets the nearest reflection's F.
-            before = (pixel_index < p_star) | ((pixel_index == p_star) & (e_index < e_star))
-            return jnp.where(on & before, 1, 0)
+            return on & ((pixel_index < p_star) | ((pixel_index == p_star) & (e_index < e_star)))
 
         hkl_star = jnp.stack([x.ravel()[p_safe] for x in probe["first_hkl"]])
         record = jnp.concatenate([jnp.ones(1, hkl_star.dtype), hkl_star, lattice.nearest_index(hkl_star)])
         first_oob = jnp.where(found & (first_oob[0] == 0), record, first_oob)
         interpolating = interpolating & ~found
     elif cfg.has_hkls and cfg.interpolate:
-        def mode_for(e_index, hkl):
-            oob = structure_factors.interpolation_out_of_range(*hkl, cfg.hkl_min, cfg.hkl_max)
-            return jnp.where(oob, 0, 1)
+        def interpolate_here(e_index, hkl):
+            return ~structure_factors.interpolation_out_of_range(*hkl, cfg.hkl_min, cfg.hkl_max)
     else:
-        def mode_for(e_index, hkl):
-            return jnp.zeros(shape, jnp.int32)
+        interpolate_here = None
 
-    final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, mode_for), {})
+    final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, interpolate_here), {})
 
     steps = scene.incident.shape[0] * scene.mosaic_umats.shape[0] * scene.phi_rad.shape[0] * cfg.oversample ** 2
     value = R_E_SQR_M2 * scene.fluence * final["I"].astype(scene.fluence.dtype) / steps
