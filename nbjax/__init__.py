@@ -6,6 +6,12 @@ The public API (imported lazily, so ``import nbjax`` stays cheap):
 * :func:`render` / :func:`render_blocks` -- the image of a :class:`Scene` under a
   static :class:`RenderConfig`;
 * :func:`metrics` -- agreement between two images;
+* :class:`Params` (with :class:`CrystalParams`, :class:`DetectorParams`,
+  :class:`BeamParams`), :class:`SimConfig`, :func:`from_args`,
+  :func:`simulate`, :func:`simulate_batch` -- the differentiable model
+  (docs/api.md);
+* :func:`fit` / :func:`fit_args` -- refinement against an observed image
+  (docs/fitting.md);
 * :class:`InputError` -- every problem with user input.
 
 nbjax never changes JAX's precision at import: call
@@ -23,6 +29,19 @@ _EXPORTS = {
     "RenderConfig": ("nbjax.engine", "RenderConfig"),
     "RenderResult": ("nbjax.engine", "RenderResult"),
     "metrics": ("nbjax.compare", "metrics"),
+    "Params": ("nbjax.params", "Params"),
+    "CrystalParams": ("nbjax.params", "CrystalParams"),
+    "DetectorParams": ("nbjax.params", "DetectorParams"),
+    "BeamParams": ("nbjax.params", "BeamParams"),
+    "SimConfig": ("nbjax.params", "SimConfig"),
+    "Model": ("nbjax.params", "Model"),
+    "from_args": ("nbjax.params", "from_args"),
+    "simulate": ("nbjax.params", "simulate"),
+    "simulate_batch": ("nbjax.params", "simulate_batch"),
+    "fit": ("nbjax.fit", "fit"),
+    "fit_args": ("nbjax.fit", "fit_args"),
+    "FitResult": ("nbjax.fit", "FitResult"),
+    "Stage": ("nbjax.fit", "Stage"),
     "InputError": ("nbjax.errors", "InputError"),
 }
 

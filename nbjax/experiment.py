@@ -24,6 +24,7 @@ import dataclasses
 import math
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +104,82 @@ def _cross(x, y):
 
 def _g(x):
     return "%g" % x
+
+
+class DetectorSetup(NamedTuple):
+    """The detector as nanoBragg sets it up before placing it (host floats, m).
+
+    ``Xbeam/Ybeam``: beam centre in the convention's frame; ``Fbeam/Sbeam``: the
+    beam spot on the detector's fast/slow axes; ``Xclose/Yclose`` and
+    ``Fclose/Sclose``: the near point (foot of the normal from the sample) as
+    given and as used by the SAMPLE pivot; unit vectors as lists.
+    """
+
+    convention: Convention
+    pivot: Pivot
+    beam: list
+    fdet: list
+    sdet: list
+    odet: list
+    polar: list
+    spindle: list
+    twotheta_axis: list
+    Xbeam: float
+    Ybeam: float
+    Xclose: float
+    Yclose: float
+    Fbeam: float
+    Sbeam: float
+    Fclose: float
+    Sclose: float
+    odet_generated: bool   # -odet_vector was not a unit vector: fdet x sdet used instead
+
+
+def detector_setup(st: cflags.CSettings) -> DetectorSetup:
+    """Convention axes, pivot, beam centre and near point from the parsed flags.
+
+    Defaults follow nanoBragg: the near point from -ORGX/-ORGY (pixels, centre
+    of the first pixel at 0.5) or the detector centre; the beam centre from
+    -Xbeam/-Ybeam or the convention's default; the CUSTOM convention takes the
+    user's vectors and uses the beam centre as the near point.  ``st.detsize_f``
+    and ``st.detsize_s`` must already hold the detector size.
+    """
+    nan = math.isnan
+    Fclose = (st.ORGX - 0.5) * st.pixel_size if not nan(st.ORGX) else (st.detsize_f - 0 * st.pixel_size) / 2.0
+    Sclose = (st.ORGY - 0.5) * st.pixel_size if not nan(st.ORGY) else (st.detsize_s + 0 * st.pixel_size) / 2.0
+    Xclose = Fclose if nan(st.Xclose) else st.Xclose
+    Yclose = Sclose if nan(st.Yclose) else st.Yclose
+    convention = Convention(st.convention)
+    pivot = Pivot(st.pivot)
+    vectors = dict(beam=st.beam_vector, fdet=st.fdet_vector, sdet=st.sdet_vector, odet=st.odet_vector,
+                   twotheta_axis=st.twotheta_axis, polar=st.polar_vector, spindle=st.spindle_vector)
+    Xbeam, Ybeam = st.Xbeam, st.Ybeam
+    if convention is not Convention.CUSTOM:
+        axes = conventions.AXES[convention]
+        dx, dy = conventions.default_beam_center(convention, st.detsize_f, st.detsize_s, st.pixel_size, Xclose, Yclose)
+        Xbeam = dx if nan(Xbeam) else Xbeam
+        Ybeam = dy if nan(Ybeam) else Ybeam
+        vectors = {k: [float(c) for c in getattr(axes, k)] for k in vectors}
+        Fbeam, Sbeam = conventions.beam_spot_from_center(convention, Xbeam, Ybeam, st.pixel_size, st.detsize_s)
+        pivot = axes.pivot
+    else:
+        Xbeam = Xclose if nan(Xbeam) else Xbeam
+        Ybeam = Yclose if nan(Ybeam) else Ybeam
+        Fbeam, Sbeam = Xbeam, Ybeam
+        Fclose, Sclose = Xbeam, Ybeam
+    beam, _ = _unitize(vectors["beam"])
+    fdet, _ = _unitize(vectors["fdet"])
+    sdet, _ = _unitize(vectors["sdet"])
+    odet, mag = _unitize(vectors["odet"])
+    generated = mag != 1.0
+    if generated:
+        odet, _ = _unitize(_cross(fdet, sdet))
+    polar, _ = _unitize(vectors["polar"])
+    spindle, _ = _unitize(vectors["spindle"])
+    return DetectorSetup(convention=convention, pivot=pivot, beam=beam, fdet=fdet, sdet=sdet, odet=odet,
+                         polar=polar, spindle=spindle, twotheta_axis=list(vectors["twotheta_axis"]),
+                         Xbeam=Xbeam, Ybeam=Ybeam, Xclose=Xclose, Yclose=Yclose, Fbeam=Fbeam, Sbeam=Sbeam,
+                         Fclose=Fclose, Sclose=Sclose, odet_generated=generated)
 
 
 def _read_header(st: cflags.CSettings, path: str, is_mask: bool):
@@ -209,15 +286,6 @@ def build(
         raise InputError("-flux/-beamsize: the fluence is not finite (beam size 0?)")
 
     nan = math.isnan
-    Fclose = (st.ORGX - 0.5) * st.pixel_size if not nan(st.ORGX) else math.nan
-    Sclose = (st.ORGY - 0.5) * st.pixel_size if not nan(st.ORGY) else math.nan
-    if nan(Fclose):
-        Fclose = (st.detsize_f - 0 * st.pixel_size) / 2.0
-    if nan(Sclose):
-        Sclose = (st.detsize_s + 0 * st.pixel_size) / 2.0
-    Xclose = Fclose if nan(st.Xclose) else st.Xclose
-    Yclose = Sclose if nan(st.Yclose) else st.Yclose
-    Fbeam, Sbeam = Fclose, Sclose
 
     roi = list(st.roi)
     if roi[0] < 0:
@@ -232,35 +300,14 @@ def build(
         raise InputError(f"-roi: xmin must not exceed xmax, nor ymin ymax (got {' '.join(map(str, st.roi))})")
 
     # ---- convention ---------------------------------------------------------
-    convention = Convention(st.convention)
-    pivot = Pivot(st.pivot)
-    vectors = dict(beam=st.beam_vector, fdet=st.fdet_vector, sdet=st.sdet_vector, odet=st.odet_vector,
-                   twotheta_axis=st.twotheta_axis, polar=st.polar_vector, spindle=st.spindle_vector)
-    Xbeam, Ybeam = st.Xbeam, st.Ybeam
-    if convention is not Convention.CUSTOM:
-        axes = conventions.AXES[convention]
-        dx, dy = conventions.default_beam_center(convention, st.detsize_f, st.detsize_s, st.pixel_size, Xclose, Yclose)
-        Xbeam = dx if nan(Xbeam) else Xbeam
-        Ybeam = dy if nan(Ybeam) else Ybeam
-        vectors = {k: [float(c) for c in getattr(axes, k)] for k in vectors}
-        Fbeam, Sbeam = conventions.beam_spot_from_center(convention, Xbeam, Ybeam, st.pixel_size, st.detsize_s)
-        pivot = axes.pivot
-    else:
-        Xbeam = Xclose if nan(Xbeam) else Xbeam
-        Ybeam = Yclose if nan(Ybeam) else Ybeam
-        Fbeam, Sbeam = Xbeam, Ybeam
-        Fclose, Sclose = Xbeam, Ybeam
-
-    beam, _ = _unitize(vectors["beam"])
-    fdet, _ = _unitize(vectors["fdet"])
-    sdet, _ = _unitize(vectors["sdet"])
-    odet, mag = _unitize(vectors["odet"])
-    if mag != 1.0:
+    setup = detector_setup(st)
+    convention, pivot = setup.convention, setup.pivot
+    beam, fdet, sdet, odet = setup.beam, setup.fdet, setup.sdet, setup.odet
+    polar, spindle, twotheta_axis = setup.polar, setup.spindle, setup.twotheta_axis
+    Xbeam, Ybeam, Xclose, Yclose = setup.Xbeam, setup.Ybeam, setup.Xclose, setup.Yclose
+    Fbeam, Sbeam, Fclose, Sclose = setup.Fbeam, setup.Sbeam, setup.Fclose, setup.Sclose
+    if setup.odet_generated:
         warnings.append("WARNING: auto-generating odet_vector")
-        odet, _ = _unitize(_cross(fdet, sdet))
-    polar, _ = _unitize(vectors["polar"])
-    spindle, _ = _unitize(vectors["spindle"])
-    twotheta_axis = list(vectors["twotheta_axis"])
     vertical, _ = _unitize(_cross(beam, polar))
     if st.pix0_vector is not None:
         warnings.append(

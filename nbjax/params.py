@@ -1,0 +1,1014 @@
+"""Continuous parameters of a nanoBragg experiment, and the differentiable ``simulate``.
+
+A :class:`Params` pytree holds every continuous quantity of a nanoBragg run in
+the units its users think in; a hashable :class:`SimConfig` holds everything
+that fixes array shapes or picks a code path.  :func:`simulate` maps the two to
+an image (photons per pixel), jit-compiled once per configuration:
+
+    params, config = from_args("-hkl P1.hkl -cell 78 84 92 88 93 91 ...".split())[:2]
+    image = simulate(params, config)                        # (spixels, fpixels)
+    grad = jax.grad(lambda p: jnp.sum(simulate(p, config)))(params)
+
+The pieces (lengths in Å or mm, angles in degrees, as the names say):
+
+* **crystal** -- the unit cell ``(a, b, c)`` Å and ``(α, β, γ)`` deg, nanoBragg's
+  misset angles (rotations of the reciprocal vectors about lab x, then y, then
+  z), an extra rotation vector ``rotation_deg`` applied after the misset
+  (direction = axis, length = angle; zero by default), the number of cells
+  ``Na, Nb, Nc`` as real numbers, the mosaic spread and the structure-factor
+  table.  A crystal given by a MOSFLM ``-mat`` matrix keeps its reciprocal
+  vectors (Å⁻¹, the matrix divided by the wavelength *of the command line*)
+  as ``reciprocal_A``; refining the wavelength then does not change the cell.
+* **detector** -- beam distance (or the close distance when ``-close_distance``
+  was given), the beam centre ``(Xbeam, Ybeam)`` of the convention, the near
+  point ``(Fclose, Sclose)`` the SAMPLE pivot uses, rotations about lab x, y, z
+  and the two-theta angle, plus the unrotated axes of the convention.
+* **beam** -- the wavelength (Å), the source directions and their relative
+  wavelengths, polarization, fluence (photons/m²) and an overall ``scale``
+  that multiplies the fluence (1 for nanoBragg's image).
+
+Mosaic domains.  nanoBragg draws domain ``m``'s rotation from three uniform
+deviates: a unit axis ``v_m`` and the angle ``spread · (1 − r₃²)^(1/3)``.  The
+draws are fixed (the mosaic seed is a static choice), so the axes and the
+factors ``(1 − r₃²)^(1/3)`` are array leaves and the matrices are rebuilt from
+``mosaic_deg`` with Rodrigues' formula -- a smooth function of the spread.
+nanoBragg.c rounds that angle to float32; here it is float64 (a relative
+difference of the angle below 1e-7).
+
+Everything derived -- detector placement (:func:`nbjax.geometry.detector.place_detector`),
+the lattice (:mod:`nbjax.geometry.crystal`), the beam spot from the beam centre
+(:mod:`nbjax.geometry.conventions`) -- is computed by :func:`scene_from_params`
+with the same jnp functions :func:`nbjax.experiment.build` uses, so
+``simulate(*from_args(argv)[:2])`` is the image ``nbjax`` renders for ``argv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nbjax import engine
+from nbjax.constants import R_E_SQR_M2, RTD
+from nbjax.errors import InputError
+from nbjax.geometry import conventions, crystal, detector
+from nbjax.geometry.conventions import Convention, Pivot
+from nbjax.geometry.rotation import cross, dot
+from nbjax.physics import lattice, structure_factors
+
+__all__ = [
+    "CrystalParams",
+    "DetectorParams",
+    "BeamParams",
+    "Params",
+    "SimConfig",
+    "Model",
+    "from_args",
+    "from_experiment_args",
+    "scene_from_params",
+    "simulate",
+    "simulate_core",
+    "simulate_batch",
+    "batch_axes",
+    "stack",
+    "GROUPS",
+    "RESULT_KEYS",
+    "get_group",
+    "set_group",
+    "group_size",
+    "derived_geometry",
+]
+
+
+# --------------------------------------------------------------------------
+# the parameter pytree
+
+
+def _pytree(cls):
+    return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
+
+
+@_pytree
+class CrystalParams:
+    """The crystal: cell, orientation, size, mosaicity, structure factors."""
+
+    cell_A: jax.Array             # (3,) a, b, c in Å
+    cell_angles_deg: jax.Array    # (3,) α, β, γ in degrees
+    misset_deg: jax.Array         # (3,) rotations about lab x, y, z (applied in that order)
+    rotation_deg: jax.Array       # (3,) rotation vector applied after the misset (deg; 0 = none)
+    reciprocal_A: jax.Array       # (3, 3) rows a*, b*, c* (Å⁻¹) of a -mat crystal (unused for -cell)
+    n_cells: jax.Array            # (3,) Na, Nb, Nc (real numbers)
+    fudge: jax.Array              # spot-shape fudge factor (round/gauss/tophat)
+    mosaic_deg: jax.Array         # mosaic spread (deg)
+    mosaic_axes: jax.Array        # (M, 3) unit rotation axis of each domain (fixed draws)
+    mosaic_factors: jax.Array     # (M,) (1 − r₃²)^(1/3) of each domain; 0 for domain 0
+    spindle: jax.Array            # (3,) phi rotation axis
+    phi_rad: jax.Array            # (Φ,) phi angle of each step
+    F_table: jax.Array            # (H, K, L) |F| on [hkl_min, hkl_max]
+    default_F: jax.Array
+
+
+@_pytree
+class DetectorParams:
+    """Detector position and orientation (mm, deg) and its fixed properties."""
+
+    distance_mm: jax.Array        # sample to beam spot along the beam (ignored with -close_distance)
+    close_distance_mm: jax.Array  # sample to detector plane (used only with -close_distance)
+    beam_center_mm: jax.Array     # (2,) Xbeam, Ybeam in the convention's frame (BEAM pivot)
+    near_point_mm: jax.Array      # (2,) Fclose, Sclose (SAMPLE pivot of XDS/DIALS: ORGX, ORGY)
+    rotations_deg: jax.Array      # (3,) detector rotations about lab x, y, z
+    twotheta_deg: jax.Array       # two-theta swing about twotheta_axis
+    pixel_size_mm: jax.Array
+    size_mm: jax.Array            # (2,) detector size, fast and slow (ADXV beam-centre mapping)
+    fdet: jax.Array               # (3,) fast axis before rotations
+    sdet: jax.Array               # (3,) slow axis before rotations
+    odet: jax.Array               # (3,) normal before rotations
+    twotheta_axis: jax.Array      # (3,)
+    layer_thickness_m: jax.Array  # sensor layer thickness
+    mu_per_m: jax.Array           # sensor attenuation coefficient
+
+
+@_pytree
+class BeamParams:
+    """The incident beam."""
+
+    wavelength_A: jax.Array       # central wavelength λ0 (Å)
+    direction: jax.Array          # (3,) beam direction (direction of travel)
+    incident: jax.Array           # (S, 3) incident unit vector of each source
+    wavelength_factors: jax.Array  # (S,) each source's wavelength / λ0
+    polar_axis: jax.Array         # (3,) E-vector direction
+    kahn_factor: jax.Array        # polarization (0 = unpolarized)
+    fluence: jax.Array            # photons / m²
+    scale: jax.Array              # overall scale, multiplies the fluence
+    background_I: jax.Array       # water background term of nanoBragg's accumulator
+    dmin_m: jax.Array             # resolution cut-off (0 = none)
+
+
+@_pytree
+class Params:
+    """All continuous parameters of an experiment (a frozen pytree)."""
+
+    crystal: CrystalParams
+    detector: DetectorParams
+    beam: BeamParams
+
+    def replace(self, **changes) -> "Params":
+        """Copy with leaves replaced; keys are ``"section.field"`` or section names."""
+        sections = {"crystal": self.crystal, "detector": self.detector, "beam": self.beam}
+        for key, value in changes.items():
+            section, _, field = key.partition(".")
+            if section not in sections:
+                raise KeyError(f"no parameter section {section!r}")
+            if field:
+                sections[section] = dataclasses.replace(sections[section], **{field: value})
+            else:
+                sections[section] = value
+        return Params(**sections)
+
+
+# --------------------------------------------------------------------------
+# the static configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    """Static choices (hashable; a new value recompiles :func:`simulate`).
+
+    ``render``: the engine's :class:`~nbjax.engine.RenderConfig` (sizes, shape,
+    modes); ``convention``/``pivot``: detector convention and pivot (values of
+    :class:`~nbjax.geometry.conventions.Convention` / ``Pivot``);
+    ``close_distance_given``: the detector position comes from the close
+    distance; ``crystal_from``: ``"cell"`` (cell constants) or ``"matrix"``
+    (``reciprocal_A``); ``matrix_cell_lengths``: a -mat crystal whose real-space
+    lengths are forced to ``cell_A`` (nanoBragg with both -mat and -cell).
+    """
+
+    render: engine.RenderConfig
+    convention: str = "mosflm"
+    pivot: str = "beam"
+    close_distance_given: bool = False
+    crystal_from: str = "cell"
+    matrix_cell_lengths: bool = False
+
+    def __post_init__(self):
+        Convention(self.convention)
+        Pivot(self.pivot)
+        if self.crystal_from not in ("cell", "matrix"):
+            raise ValueError(f"crystal_from must be 'cell' or 'matrix', got {self.crystal_from!r}")
+
+    @property
+    def shape(self):
+        """Image shape (spixels, fpixels)."""
+        return self.render.spixels, self.render.fpixels
+
+    @property
+    def sample_pivot_near_point(self) -> bool:
+        """True when the beam-centre group moves the near point (XDS/DIALS SAMPLE pivot)."""
+        return self.pivot == "sample" and self.convention != "custom"
+
+    def with_render(self, **changes) -> "SimConfig":
+        return dataclasses.replace(self, render=dataclasses.replace(self.render, **changes))
+
+
+# --------------------------------------------------------------------------
+# Params -> Scene (pure jnp)
+
+
+def _rotation_vector_apply(rows, omega_deg):
+    """Rotate each row of ``rows`` by the rotation vector ``omega_deg`` (Rodrigues).
+
+    ``R v = v + A (ω × v) + B ω × (ω × v)`` with ``A = sin θ/θ`` and
+    ``B = (1 − cos θ)/θ²``, θ = |ω|: the coefficients switch to their series
+    below θ² = 1e-8 (double ``where``), so value and gradient are finite at ω = 0
+    and a zero vector leaves ``rows`` bit-identical.
+    """
+    omega = omega_deg / RTD
+    theta_sq = dot(omega, omega)
+    small = theta_sq < 1e-8
+    safe = jnp.where(small, 1.0, theta_sq)
+    theta = jnp.sqrt(safe)
+    half_sin = jnp.sin(0.5 * theta)
+    a = jnp.where(small, 1.0 - theta_sq / 6.0 + theta_sq * theta_sq / 120.0, jnp.sin(theta) / theta)
+    b = jnp.where(small, 0.5 - theta_sq / 24.0 + theta_sq * theta_sq / 720.0, 2.0 * half_sin * half_sin / safe)
+    first = cross(omega, rows)
+    second = cross(omega, first)
+    return rows + a * first + b * second
+
+
+def mosaic_umats(mosaic_deg, axes, factors):
+    """Domain rotation matrices (M, 3, 3) from the spread and the fixed draws.
+
+    Rodrigues' rotation about ``axes[m]`` by ``mosaic · factors[m]``, terms
+    grouped as nanoBragg's ``mosaic_rotation_umat`` groups them.
+    """
+    rot = (mosaic_deg / RTD) * factors
+    c, s = jnp.cos(rot), jnp.sin(rot)
+    omc = 1.0 - c
+    v1, v2, v3 = axes[:, 0], axes[:, 1], axes[:, 2]
+    omc_v1 = omc * v1
+    omc_v1v2 = omc_v1 * v2
+    omc_v1v3 = omc_v1 * v3
+    omc_v2v3 = omc * v2 * v3
+    s_v1, s_v2, s_v3 = s * v1, s * v2, s * v3
+    rows = [
+        [c + omc * (v1 * v1), omc_v1v2 - s_v3, omc_v1v3 + s_v2],
+        [omc_v1v2 + s_v3, c + omc * (v2 * v2), omc_v2v3 - s_v1],
+        [omc_v1v3 - s_v2, omc_v2v3 + s_v1, c + omc * (v3 * v3)],
+    ]
+    return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+
+
+def _cell_radians(c: CrystalParams):
+    return jnp.concatenate([c.cell_A, c.cell_angles_deg / RTD])
+
+
+def lattice_vectors(params: Params, config: SimConfig) -> crystal.CrystalFrame:
+    """Real and reciprocal lattice vectors (rows, Å / Å⁻¹) before phi and mosaic."""
+    c = params.crystal
+    misset_rad = c.misset_deg / RTD
+    if config.crystal_from == "cell":
+        frame = crystal.lattice_from_cell(_cell_radians(c), misset_rad)
+    elif config.matrix_cell_lengths:
+        cell = _cell_radians(c)
+        _, volume = crystal.reciprocal_from_cell(cell)
+        frame = crystal.lattice_from_reciprocal(c.reciprocal_A, misset_rad, cell=cell, cell_volume_A3=volume)
+    else:
+        frame = crystal.lattice_from_reciprocal(c.reciprocal_A, misset_rad)
+    real = _rotation_vector_apply(frame.real_A, c.rotation_deg)
+    recip = _rotation_vector_apply(frame.reciprocal_A, c.rotation_deg)
+    return crystal.CrystalFrame(real_A=real, reciprocal_A=recip, volume_A3=frame.volume_A3)
+
+
+def _detector_inputs(params: Params, config: SimConfig) -> detector.DetectorParams:
+    d = params.detector
+    pixel_m = d.pixel_size_mm / 1000.0
+    xbeam, ybeam = d.beam_center_mm[0] / 1000.0, d.beam_center_mm[1] / 1000.0
+    convention = Convention(config.convention)
+    if convention is Convention.CUSTOM:
+        fbeam, sbeam = xbeam, ybeam
+        fclose, sclose = xbeam, ybeam
+    else:
+        fbeam, sbeam = conventions.beam_spot_from_center(convention, xbeam, ybeam, pixel_m, d.size_mm[1] / 1000.0)
+        fclose, sclose = d.near_point_mm[0] / 1000.0, d.near_point_mm[1] / 1000.0
+    return detector.DetectorParams(
+        fdet=d.fdet, sdet=d.sdet, odet=d.odet, beam=params.beam.direction, twotheta_axis=d.twotheta_axis,
+        pixel_size_m=pixel_m, distance_m=d.distance_mm / 1000.0, close_distance_m=d.close_distance_mm / 1000.0,
+        beam_fast_m=fbeam, beam_slow_m=sbeam, close_fast_m=fclose, close_slow_m=sclose,
+        rotations_rad=d.rotations_deg / RTD, twotheta_rad=d.twotheta_deg / RTD,
+    )
+
+
+def place(params: Params, config: SimConfig) -> detector.DetectorFrame:
+    """The placed detector (rotated axes, pix0, derived distances and beam spot; m)."""
+    return detector.place_detector(_detector_inputs(params, config), Pivot(config.pivot),
+                                   close_distance_given=config.close_distance_given)
+
+
+def scene_from_params(params: Params, config: SimConfig) -> engine.Scene:
+    """The engine's :class:`~nbjax.engine.Scene` of ``params`` (pure, differentiable)."""
+    frame = place(params, config)
+    lat = lattice_vectors(params, config)
+    c, d, b = params.crystal, params.detector, params.beam
+    return engine.Scene(
+        pix0_m=frame.pix0_m, fdet=frame.fdet, sdet=frame.sdet, odet=frame.odet,
+        pixel_size_m=d.pixel_size_mm / 1000.0, close_distance_m=frame.close_distance_m,
+        distance_m=frame.distance_m, beam=b.direction,
+        layer_thickness_m=d.layer_thickness_m, mu_per_m=d.mu_per_m,
+        incident=b.incident, wavelength_m=(b.wavelength_A / 1.0e10) * b.wavelength_factors,
+        polar_axis=b.polar_axis, kahn_factor=b.kahn_factor, fluence=b.fluence * b.scale,
+        background_I=b.background_I, dmin_m=b.dmin_m,
+        cell_m=1e-10 * lat.real_A, reciprocal_A=lat.reciprocal_A,
+        n_cells=c.n_cells, fudge=c.fudge, spindle=c.spindle, phi_rad=c.phi_rad,
+        mosaic_umats=mosaic_umats(c.mosaic_deg, c.mosaic_axes, c.mosaic_factors),
+        F_table=c.F_table, default_F=c.default_F,
+    )
+
+
+def derived_geometry(params: Params, config: SimConfig) -> dict:
+    """Values a user may want to report: beam spot, near point, distances (mm), ORGX/ORGY."""
+    frame = place(params, config)
+    d = params.detector
+    convention = Convention(config.convention)
+    xbeam, ybeam = conventions.beam_center_from_spot(
+        convention, frame.beam_fast_m, frame.beam_slow_m, d.pixel_size_mm / 1000.0, d.size_mm[1] / 1000.0)
+    return dict(
+        distance_mm=frame.distance_m * 1000.0,
+        close_distance_mm=frame.close_distance_m * 1000.0,
+        beam_center_mm=jnp.stack([xbeam, ybeam]) * 1000.0,
+        near_point_mm=jnp.stack([frame.close_fast_m, frame.close_slow_m]) * 1000.0,
+        orgx_orgy_px=jnp.stack([frame.xds_orgx, frame.xds_orgy]),
+    )
+
+
+# --------------------------------------------------------------------------
+# reverse mode without the engine's scan residuals (the adjoint render)
+#
+# Differentiating the engine with plain autodiff stores every intermediate of
+# every (sub-pixel, source, phi, domain) iteration of its nested scans and
+# costs tens of forward renders.  The adjoint below is the same model read
+# backwards: for a cotangent image g,
+#
+#   image_p = K f Ω_p P_p C_p (I_bg + Σ_e T_e(p)),   T_e = F(hkl_e)² F_latt(hkl_e)²
+#   ∂⟨g, image⟩ = Σ_p g_p image_p ∂log(f Ω_p P_p C_p) + Σ_p c_p (∂I_bg + Σ_e ∂T_e(p)),
+#   c_p = g_p K f Ω_p P_p C_p,
+#
+# evaluated in the engine's loop order with the engine's own single-element
+# kernels: each (sub-pixel, source, step) takes the local VJP of its terms and
+# adds the result into small accumulators (per-pixel dq, the 3×3 cell rows
+# of each step, the crystal-size and structure-factor leaves), so nothing is
+# stored per iteration.  Then dq is pulled back through the pixel rays, the
+# step matrices through the phi and mosaic rotations, and the prefactors
+# through their own VJP.  Covered: spec accumulation without the phi = 0
+# carry-over, no -oversample_thick/_polar/_omega, nearest or tricubic F (not
+# with the image-wide "c" interpolation fallback), float64/float32 without
+# mixed evaluation precision; anything else falls back to plain autodiff.
+
+
+def adjoint_supported(render: engine.RenderConfig) -> bool:
+    """Whether :func:`simulate_core` (``adjoint=True``) can use the adjoint render."""
+    return (
+        render.accumulation == "spec"
+        and not engine._uses_carryover(render)
+        and not (render.oversample_thick or render.oversample_polar or render.oversample_omega)
+        and not (render.has_hkls and render.interpolate and render.interpolation_fallback == "c")
+        and not getattr(render, "evaluation_dtype", None)
+        and not getattr(render, "output_dtype", None)
+    )
+
+
+def _safe_log(x):
+    positive = x > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def _block_geometry(cfg: engine.RenderConfig, mask, block_index, dtype):
+    fast, slow, in_rows = engine._block_pixels(cfg, block_index)
+    active = in_rows
+    if mask is not None:
+        rows = jnp.clip(slow[:, 0], 0, cfg.spixels - 1)
+        active = active & (mask[rows][:, fast[0]] != 0)
+    return fast, slow, active
+
+
+def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, active):
+    """Per pixel: Ω (first sub-pixel), P (first uncut sub-pixel and source), C (last layer)."""
+    dtype = fast.dtype
+    ray = engine._vmap2(engine._ray, (0, 0) + (None,) * 5)
+    ones = jnp.ones(fast.shape, dtype)
+    zero = jnp.zeros((), dtype)
+    dx, dy, dz, omega = ray(fast, slow, zero, 0, 0, scene, cfg)
+    capture = ones
+    if cfg.has_thickness:
+        last = jnp.asarray(cfg.thicksteps - 1, dtype)
+        lx, ly, lz, _ = ray(fast, slow, last, 0, 0, scene, cfg)
+        capture = engine._vmap2(engine._capture, (0, 0, 0, None, None))(lx, ly, lz, last, scene)
+    polar = ones
+    if not cfg.nopolar:
+        polar_factor = engine._vmap2(engine._polarization, (0, 0, 0, None, None))
+        if not cfg.has_dmin:
+            polar = polar_factor(dx, dy, dz, scene.incident[0], scene)
+        else:
+            scattering = engine._vmap2(engine._scattering, (0, 0, 0, None, None))
+            dmin_cut = engine._vmap2(engine._dmin_cut, (0, 0, 0, None))
+            runs = jnp.asarray(np.asarray(engine._runs(cfg), np.int32).reshape(-1, 3))
+
+            def run_body(polar, run):
+                rx, ry, rz, _ = ray(fast, slow, run[0].astype(dtype), run[1], run[2], scene, cfg)
+
+                def source_body(polar, xs):
+                    cut = dmin_cut(*scattering(rx, ry, rz, xs[0], xs[1]), scene.dmin_m)
+                    value = polar_factor(rx, ry, rz, xs[0], scene)
+                    return jnp.where(~cut & (polar == 0.0), value, polar), None
+
+                return lax.scan(source_body, polar, (scene.incident, scene.wavelength_m))[0], None
+
+            polar = lax.scan(run_body, jnp.zeros(fast.shape, dtype), runs)[0]
+    return omega, polar, capture
+
+
+def _step_rows(scene: engine.Scene, cfg: engine.RenderConfig):
+    """(Q, 3, 3) cell rows of every (phi, domain) step, as the engine builds them."""
+    states = engine._phi_states(scene, cfg, scene.cell_m)[0]
+    return engine._step_matrices(states, scene.mosaic_umats)
+
+
+_LATTICE_LEAVES = ("n_cells", "fudge", "reciprocal_A", "default_F")
+
+
+def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
+    """Scene cotangent of ⟨g, image⟩ restricted to one row block."""
+    dtype = scene.pix0_m.dtype
+    fast_i, slow_i, active = _block_geometry(cfg, mask, block_index, dtype)
+    fast, slow = fast_i.astype(dtype), slow_i.astype(dtype)
+    rows = jnp.clip(slow_i[:, 0], 0, cfg.spixels - 1)
+    g_blk = jnp.where(active, g[rows][:, fast_i[0]], 0.0)
+    img_blk = jnp.where(active, image[rows][:, fast_i[0]], 0.0)
+    steps = scene.incident.shape[0] * scene.mosaic_umats.shape[0] * scene.phi_rad.shape[0] * cfg.oversample ** 2
+    K = R_E_SQR_M2 / steps
+
+    # (1) prefactors: ∂image/∂θ = image ∂log(f Ω P C)/∂θ
+    def log_prefactor(s):
+        omega, polar, capture = _pixel_factors(s, cfg, fast, slow, active)
+        return _safe_log(s.fluence) + _safe_log(omega) + _safe_log(polar) + _safe_log(capture)
+
+    _, pull_prefactor = jax.vjp(log_prefactor, scene)
+    (grad,) = pull_prefactor(g_blk * img_blk)
+
+    # (2) the sum over evaluations
+    omega, polar, capture = _pixel_factors(scene, cfg, fast, slow, active)
+    c = jnp.where(active, g_blk * (K * scene.fluence) * omega * polar * capture, 0.0)
+    grad = dataclasses.replace(grad, background_I=grad.background_I + jnp.sum(c))
+
+    rows_q = _step_rows(scene, cfg)
+    table_flat, table_shape = None, None
+    if cfg.has_hkls:
+        table_flat, table_shape = structure_factors.padded_table(scene.F_table, scene.default_F)
+    lat0 = {k: getattr(scene, k) for k in _LATTICE_LEAVES}
+    ray = engine._vmap2(engine._ray, (0, 0) + (None,) * 5)
+    scattering = engine._vmap2(engine._scattering, (0, 0, 0, None, None))
+    dmin_cut = engine._vmap2(engine._dmin_cut, (0, 0, 0, None))
+    evaluation = engine._vmap2(engine._evaluation, (0, 0, 0, None, None, None))
+
+    def weighted_terms(q, cell_rows, lat, flat, weights):
+        s = dataclasses.replace(scene, **lat)
+        h, k, l, f_latt = evaluation(*q, cell_rows, s, cfg)
+        if cfg.has_hkls:
+            f_cell = flat[structure_factors.nearest_flat_index(h, k, l, table_shape, cfg.hkl_min)]
+            if cfg.interpolate:  # the "point" fallback: nearest only where the 4x4x4 block leaves the table
+                inside = ~structure_factors.interpolation_out_of_range(h, k, l, cfg.hkl_min, cfg.hkl_max)
+                f_cell = jnp.where(inside, structure_factors.tricubic_F(h, k, l, flat, table_shape, cfg.hkl_min),
+                                   f_cell)
+        else:
+            f_cell = lat["default_F"]
+        return jnp.sum(weights * (f_cell * f_cell * f_latt * f_latt))
+
+    fast_square = cfg.shape == "square" and not cfg.interpolate and not want_table
+    zero_lat = jax.tree_util.tree_map(jnp.zeros_like, lat0)
+    zero_flat = jnp.zeros_like(table_flat) if (cfg.has_hkls and want_table) else None
+    zeros3 = tuple(jnp.zeros(fast.shape, dtype) for _ in range(3))
+    runs = np.asarray(engine._runs(cfg), np.int32).reshape(-1, 3)
+
+    def run_body(carry, run):
+        g_scene, g_rows, g_lat, g_flat = carry
+
+        def ray_dirs(s):
+            dx, dy, dz, _ = ray(fast, slow, run[0].astype(dtype), run[1], run[2], s, cfg)
+            return dx, dy, dz
+
+        d, pull_ray = jax.vjp(ray_dirs, scene)
+
+        def source_body(carry, xs):
+            g_d, g_rows, g_lat, g_flat = carry
+            incident, wavelength = xs
+            q, pull_q = jax.vjp(lambda d, i, w: scattering(*d, i, w), d, incident, wavelength)
+            weights = c
+            if cfg.has_dmin:
+                weights = jnp.where(dmin_cut(*q, scene.dmin_m), 0.0, c)
+
+            if fast_square:
+                # software pipeline (as the engine): step j's table lookups are folded in
+                # while step j+1's lattice factors are computed, so the vectorisable
+                # arithmetic and the (scalar) gathers land in separate loops
+                def pipe_body(carry, cell_rows):
+                    g_q, g_n, g_default, pending, prev_rows = carry
+                    dq, drows, dn, dd = _square_finish(pending, q, prev_rows, scene, cfg, table_flat, weights)
+                    nxt = _square_prepare(q, cell_rows, scene, cfg, table_shape)
+                    g_q = tuple(x + y for x, y in zip(g_q, dq))
+                    return (g_q, g_n + dn, g_default + dd, nxt, cell_rows), drows
+
+                first = _square_prepare(q, rows_q[0], scene, cfg, table_shape)
+                init = (zeros3, jnp.zeros_like(scene.n_cells), jnp.zeros_like(scene.default_F), first, rows_q[0])
+                (g_q, g_n, g_default, pending, prev_rows), drows = lax.scan(pipe_body, init, rows_q[1:])
+                dq, last_rows, dn, dd = _square_finish(pending, q, prev_rows, scene, cfg, table_flat, weights)
+                g_q = tuple(x + y for x, y in zip(g_q, dq))
+                drows = jnp.concatenate([drows, last_rows[None]])
+                g_lat = dict(g_lat, n_cells=g_lat["n_cells"] + g_n + dn, default_F=g_lat["default_F"] + g_default + dd)
+            else:
+                def step_body(carry, cell_rows):
+                    g_q, g_lat, g_flat = carry
+                    if g_flat is not None:
+                        _, pull = jax.vjp(lambda q, r, lat, fl: weighted_terms(q, r, lat, fl, weights),
+                                          q, cell_rows, lat0, table_flat)
+                        dq, drows, dlat, dflat = pull(jnp.ones((), dtype))
+                        g_flat = g_flat + dflat
+                    else:
+                        _, pull = jax.vjp(lambda q, r, lat: weighted_terms(q, r, lat, table_flat, weights),
+                                          q, cell_rows, lat0)
+                        dq, drows, dlat = pull(jnp.ones((), dtype))
+                    g_q = tuple(a + b for a, b in zip(g_q, dq))
+                    g_lat = jax.tree_util.tree_map(jnp.add, g_lat, dlat)
+                    return (g_q, g_lat, g_flat), drows
+
+                (g_q, g_lat, g_flat), drows = lax.scan(step_body, (zeros3, g_lat, g_flat), rows_q)
+            dd, dinc, dwav = pull_q(g_q)
+            g_d = tuple(a + b for a, b in zip(g_d, dd))
+            return (g_d, g_rows + drows, g_lat, g_flat), (dinc, dwav)
+
+        (g_d, g_rows, g_lat, g_flat), (dinc, dwav) = lax.scan(
+            source_body, (zeros3, g_rows, g_lat, g_flat), (scene.incident, scene.wavelength_m))
+        (d_scene,) = pull_ray(g_d)
+        d_scene = dataclasses.replace(d_scene, incident=d_scene.incident + dinc,
+                                      wavelength_m=d_scene.wavelength_m + dwav)
+        g_scene = jax.tree_util.tree_map(jnp.add, g_scene, d_scene)
+        return (g_scene, g_rows, g_lat, g_flat), None
+
+    zero_scene = jax.tree_util.tree_map(jnp.zeros_like, scene)
+    init = (zero_scene, jnp.zeros_like(rows_q), zero_lat, zero_flat)
+    (g_scene, g_rows, g_lat, g_flat), _ = lax.scan(run_body, init, jnp.asarray(runs))
+
+    # step matrices -> cell, spindle, phi, mosaic; lattice leaves; F table
+    _, pull_rows = jax.vjp(lambda s: _step_rows(s, cfg), scene)
+    (d_rows_scene,) = pull_rows(g_rows)
+    grad = jax.tree_util.tree_map(jnp.add, grad, g_scene)
+    grad = jax.tree_util.tree_map(jnp.add, grad, d_rows_scene)
+    grad = dataclasses.replace(grad, **{k: getattr(grad, k) + g_lat[k] for k in _LATTICE_LEAVES})
+    if g_flat is not None:
+        _, pull_table = jax.vjp(lambda t, d: structure_factors.padded_table(t, d)[0], scene.F_table, scene.default_F)
+        d_table, d_default = pull_table(g_flat)
+        grad = dataclasses.replace(grad, F_table=grad.F_table + d_table, default_F=grad.default_F + d_default)
+    return grad
+
+
+def _sincg_and_derivatives(x, n):
+    """Numerator, ∂/∂x and ∂/∂n of ``sincg(x, n)``, all over the common denominator ``sin πδ``.
+
+    With ``δ = x − round(x)`` and ``t = nδ − round(nδ)`` (|δ|, |t| ≤ 1/2):
+    ``sincg = sin πt / sin πδ``,
+    ``∂/∂x = π (n cos πt − sincg · cos πδ) / sin πδ``, ``∂/∂n = πδ cos πt / sin πδ``;
+    at a node (δ = 0) ``sincg = n`` with ``∂/∂x = 0`` and ``∂/∂n = 1``; an axis
+    with ``n ≤ 1`` is the constant 1.  Returns ``(sincg, ∂/∂x, ∂/∂n)``; one
+    division per axis.
+    """
+    counted = n > 1
+    n_eff = jnp.where(counted, n, 1.0)
+    delta = x - lattice.nearest_index(x)
+    nd = n_eff * delta
+    t = nd - lattice.nearest_index(nd)
+    node = delta == 0
+    # the engine's sin(πx) polynomial; cos(πx) = sin(π(1/2 − |x|)) on |x| ≤ 1/2
+    st, ct = lattice.sin_pi(t), lattice.sin_pi(0.5 - jnp.abs(t))
+    cd = lattice.sin_pi(0.5 - jnp.abs(delta))
+    inv_sd = 1.0 / jnp.where(node, 1.0, lattice.sin_pi(delta))
+    s = jnp.where(node, n_eff, st * inv_sd)
+    ds_dx = jnp.where(node, 0.0, jnp.pi * (n_eff * ct - s * cd) * inv_sd)
+    ds_dn = jnp.where(node, 1.0, jnp.pi * delta * ct * inv_sd)
+    return jnp.where(counted, s, 1.0), jnp.where(counted, ds_dx, 0.0), jnp.where(counted, ds_dn, 0.0)
+
+
+def _square_prepare(q, cell_rows, scene, cfg, table_shape):
+    """The F-independent part of one step's VJP (square crystal, nearest F): per pixel
+    ``∂F_latt²/∂(h, k, l)``, ``∂F_latt²/∂(Na, Nb, Nc)``, ``F_latt²`` and the table index."""
+    qx, qy, qz = q
+    a, b, c = cell_rows[0], cell_rows[1], cell_rows[2]
+    h = a[0] * qx + a[1] * qy + a[2] * qz
+    k = b[0] * qx + b[1] * qy + b[2] * qz
+    l = c[0] * qx + c[1] * qy + c[2] * qz
+    n = scene.n_cells
+    sh, dh, nh = _sincg_and_derivatives(h, n[0])
+    sk, dk, nk = _sincg_and_derivatives(k, n[1])
+    sl, dl, nl = _sincg_and_derivatives(l, n[2])
+    f_latt = sh * sk * sl
+    two_l = 2.0 * f_latt
+    skl, shl, shk = sk * sl, sh * sl, sh * sk
+    pending = dict(
+        dhkl=(two_l * dh * skl, two_l * dk * shl, two_l * dl * shk),
+        dn=(two_l * nh * skl, two_l * nk * shl, two_l * nl * shk),
+        f_latt_sqr=f_latt * f_latt,
+    )
+    if cfg.has_hkls:
+        pending["index"] = structure_factors.nearest_flat_index(h, k, l, table_shape, cfg.hkl_min)
+    return pending
+
+
+def _square_finish(pending, q, cell_rows, scene, cfg, flat, weights):
+    """Fold one prepared step into (dq, d cell rows, dn, d default_F) with F looked up."""
+    f_cell = flat[pending["index"]] if cfg.has_hkls else scene.default_F
+    w_f2 = weights * f_cell * f_cell
+    gh, gk, gl = (w_f2 * d for d in pending["dhkl"])
+    a, b, c = cell_rows[0], cell_rows[1], cell_rows[2]
+    dq = (a[0] * gh + b[0] * gk + c[0] * gl, a[1] * gh + b[1] * gk + c[1] * gl, a[2] * gh + b[2] * gk + c[2] * gl)
+    drows = jnp.stack([jnp.stack([jnp.sum(g * qc) for qc in q]) for g in (gh, gk, gl)])
+    dn = jnp.stack([jnp.sum(w_f2 * d) for d in pending["dn"]])
+    d_default = jnp.zeros_like(scene.default_F)
+    if not cfg.has_hkls:
+        d_default = jnp.sum(weights * 2.0 * f_cell * pending["f_latt_sqr"])
+    return dq, drows, dn, d_default
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _render_adjoint(cfg: engine.RenderConfig, scene: engine.Scene, mask):
+    return engine.render_core(scene, cfg, mask).image
+
+
+def _render_adjoint_fwd(cfg, scene, mask):
+    values = jax.tree_util.tree_map(lambda x: x.value, scene, is_leaf=lambda x: hasattr(x, "perturbed"))
+    want_table = bool(getattr(scene.F_table, "perturbed", True)) or (
+        cfg.has_hkls and bool(getattr(scene.default_F, "perturbed", True)))
+    mask_value = None if mask is None else mask.value
+    image = engine.render_core(values, cfg, mask_value).image
+    # the flag travels as a residual's static shape
+    return image, (values, mask_value, image, jnp.zeros((int(want_table),)))
+
+
+def _render_adjoint_bwd(cfg, residuals, g):
+    scene, mask, image, flag = residuals
+    want_table = flag.shape[0] == 1
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        return jax.tree_util.tree_map(jnp.zeros_like, scene), None
+
+    def body(acc, block_index):
+        part = _adjoint_block(scene, cfg, mask, image, g, want_table, block_index)
+        return jax.tree_util.tree_map(jnp.add, acc, part), None
+
+    total = lax.scan(body, jax.tree_util.tree_map(jnp.zeros_like, scene), jnp.arange(engine.n_blocks(cfg)))[0]
+    return total, None
+
+
+_render_adjoint.defvjp(_render_adjoint_fwd, _render_adjoint_bwd, symbolic_zeros=True)
+
+
+# --------------------------------------------------------------------------
+# simulate
+
+
+def simulate_core(params: Params, config: SimConfig, mask=None, *, checkpoint: bool = True,
+                  adjoint: bool = False):
+    """The image (spixels, fpixels) in photons per pixel; pure, not jitted.
+
+    ``mask``: optional (spixels, fpixels) array, 0 = skip the pixel.
+    ``checkpoint``: rematerialise each row block in the backward pass, so a
+    gradient holds one block's intermediates at a time (no effect on values).
+    ``adjoint``: reverse mode (``jax.grad``, ``jax.vjp``) through the adjoint
+    render instead of the engine's scans -- several times cheaper, same
+    values; forward mode (``jax.jvp``, ``jax.jacfwd``) is then unavailable.
+    Configurations :func:`adjoint_supported` rejects use plain autodiff.
+    """
+    scene = scene_from_params(params, config)
+    if adjoint and adjoint_supported(config.render):
+        return _render_adjoint(config.render, scene, mask)
+    return engine.render_core(scene, config.render, mask, checkpoint=checkpoint).image
+
+
+#: :func:`simulate_core` compiled once per (config, checkpoint, array shapes and dtypes).
+simulate = jax.jit(simulate_core, static_argnames=("config", "checkpoint", "adjoint"))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "in_axes", "checkpoint"))
+def _simulate_batch(params, config, mask, in_axes, checkpoint):
+    return jax.vmap(lambda p: simulate_core(p, config, mask, checkpoint=checkpoint), in_axes=(in_axes,))(params)
+
+
+def simulate_batch(params: Params, config: SimConfig, mask=None, *, in_axes=0, checkpoint: bool = True):
+    """Images of a batch of parameter sets, (B, spixels, fpixels), in one call.
+
+    ``in_axes``: 0 when every leaf has a leading batch axis (see :func:`stack`),
+    or a :func:`batch_axes` tree saying which leaves are batched (the others,
+    e.g. the F table, are shared).
+    """
+    return _simulate_batch(params, config, mask, in_axes, checkpoint)
+
+
+def stack(params_list) -> Params:
+    """Stack a list of :class:`Params` along a new leading axis (every leaf)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *params_list)
+
+
+def batch_axes(params: Params, *leaves: str) -> Params:
+    """An ``in_axes`` tree for :func:`simulate_batch`: 0 for the named leaves, None elsewhere.
+
+    ``leaves`` are ``"section.field"`` names, e.g. ``"crystal.misset_deg"``.
+    """
+    axes = jax.tree_util.tree_map(lambda _: None, params)
+    for name in leaves:
+        section, _, field = name.partition(".")
+        axes = axes.replace(**{name: 0}) if field else axes.replace(**{section: jax.tree_util.tree_map(lambda _: 0, getattr(params, section))})
+    return axes
+
+
+# --------------------------------------------------------------------------
+# parameter groups (what `nbjax fit --refine` names)
+
+#: refinable groups, in the order they are reported
+GROUPS = ("cell", "misset", "N", "distance", "beam_center", "detector_rot", "twotheta", "wavelength", "scale",
+          "mosaic")
+#: result.json key of each group
+RESULT_KEYS = dict(cell="cell", misset="misset_deg", N="N", distance="distance_mm", beam_center="beam_center_mm",
+                   detector_rot="detector_rot_deg", twotheta="twotheta_deg", wavelength="wavelength_A",
+                   scale="scale", mosaic="mosaic_deg")
+
+
+def _group_leaves(group: str, config: SimConfig):
+    """The (section, field) leaves a group moves under ``config``."""
+    if group == "cell":
+        return (("crystal", "cell_A"), ("crystal", "cell_angles_deg"))
+    if group == "misset":
+        return (("crystal", "misset_deg"),)
+    if group == "N":
+        return (("crystal", "n_cells"),)
+    if group == "distance":
+        return (("detector", "close_distance_mm" if config.close_distance_given else "distance_mm"),)
+    if group == "beam_center":
+        return (("detector", "near_point_mm" if config.sample_pivot_near_point else "beam_center_mm"),)
+    if group == "detector_rot":
+        return (("detector", "rotations_deg"),)
+    if group == "twotheta":
+        return (("detector", "twotheta_deg"),)
+    if group == "wavelength":
+        return (("beam", "wavelength_A"),)
+    if group == "scale":
+        return (("beam", "scale"),)
+    if group == "mosaic":
+        return (("crystal", "mosaic_deg"),)
+    raise InputError(f"--refine: unknown group {group!r} (known: {', '.join(GROUPS)})")
+
+
+def group_size(group: str) -> int:
+    return dict(cell=6, misset=3, N=3, beam_center=2, detector_rot=3).get(group, 1)
+
+
+def get_group(params: Params, group: str, config: SimConfig):
+    """The group's values as one 1-D array."""
+    parts = [jnp.ravel(getattr(getattr(params, s), f)) for s, f in _group_leaves(group, config)]
+    return jnp.concatenate(parts)
+
+
+def set_group(params: Params, group: str, config: SimConfig, values) -> Params:
+    """``params`` with the group's leaves set from the 1-D array ``values``."""
+    changes, start = {}, 0
+    for section, field in _group_leaves(group, config):
+        old = getattr(getattr(params, section), field)
+        size = int(np.prod(np.shape(old)))
+        changes[f"{section}.{field}"] = jnp.reshape(values[start:start + size], jnp.shape(old)).astype(old.dtype)
+        start += size
+    return params.replace(**changes)
+
+
+# --------------------------------------------------------------------------
+# from a nanoBragg command line
+
+
+class Model(NamedTuple):
+    """A starting model: parameters, static configuration, mask and the set-up it came from."""
+
+    params: Params
+    config: SimConfig
+    mask: np.ndarray | None
+    experiment: object   # nbjax.experiment.Experiment
+
+
+def _exact_user_value(si_value, to_user, to_si):
+    """A user-unit float whose conversion ``to_si`` gives back ``si_value`` exactly.
+
+    ``to_user(si)`` is tried first, then its neighbours a few ulps away, so a
+    parameter read from the command line reproduces nanoBragg's SI value bit
+    for bit (e.g. 90° → π/2 rad).
+    """
+    si_value = float(si_value)
+    guess = float(to_user(si_value))
+    if not math.isfinite(guess) or to_si(guess) == si_value:
+        return guess
+    up = down = guess
+    for _ in range(8):
+        up, down = math.nextafter(up, math.inf), math.nextafter(down, -math.inf)
+        for candidate in (up, down):
+            if to_si(candidate) == si_value:
+                return candidate
+    return guess
+
+
+def _deg(rad):
+    return _exact_user_value(rad, lambda r: r * RTD, lambda d: d / RTD)
+
+
+def _mm(m):
+    return _exact_user_value(m, lambda x: x * 1000.0, lambda x: x / 1000.0)
+
+
+def _detector_settings(st):
+    """nanoBragg's detector set-up on the host (the one :func:`nbjax.experiment.build` uses)."""
+    from nbjax import experiment
+
+    if st.fpixels:
+        st.detsize_f = st.pixel_size * st.fpixels
+    if st.spixels:
+        st.detsize_s = st.pixel_size * st.spixels
+    setup = experiment.detector_setup(st)
+    return dict(convention=setup.convention, pivot=setup.pivot, beam=setup.beam, fdet=setup.fdet, sdet=setup.sdet,
+                odet=setup.odet, twotheta_axis=setup.twotheta_axis, Xbeam=setup.Xbeam, Ybeam=setup.Ybeam,
+                Fclose=setup.Fclose, Sclose=setup.Sclose, close_given=not math.isnan(st.close_distance))
+
+
+def _mosaic_draws(st, n_domains, misset_seed):
+    """Per-domain axis and (1 − r₃²)^(1/3) of nanoBragg's mosaic draws (float32 powf)."""
+    from nbjax.physics import rng
+
+    state = rng.CStatics()
+    if st.misset_mode == -1:
+        rng.random_misset(misset_seed, state)
+    stream = rng.Ran1State(int(st.mosaic_seed), state)
+    axes = np.zeros((n_domains, 3))
+    factors = np.zeros(n_domains)
+    for m in range(n_domains):
+        r1 = 2.0 * float(rng.ran1(stream)) - 1.0
+        r2 = 2.0 * float(rng.ran1(stream)) - 1.0
+        r3 = 2.0 * float(rng.ran1(stream)) - 1.0
+        xyrad = math.sqrt(1.0 - r2 * r2)
+        axes[m] = [xyrad * math.sin(math.pi * r1), xyrad * math.cos(math.pi * r1), r2]
+        factors[m] = float(rng.powf(np.float32(1.0 - r3 * r3), np.float32(1.0 / 3.0)))
+    if n_domains:
+        factors[0] = 0.0  # nanoBragg overwrites domain 0 with the identity
+    return axes, factors
+
+
+def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
+              interpolation_fallback: str = "c", dtype=None, block_rows: int | None = None,
+              now: float | None = None) -> Model:
+    """A :class:`Model` from nanoBragg command-line arguments.
+
+    Runs :func:`nbjax.experiment.build` (which validates everything and
+    raises :class:`~nbjax.errors.InputError` on bad input) and expresses its
+    set-up as :class:`Params` + :class:`SimConfig`.  ``now`` fixes the
+    time-based default seeds (``-misset random`` without ``-misset_seed``).
+    ``dtype`` defaults to float64 when x64 is enabled, else float32.
+    """
+    from nbjax import experiment
+
+    argv = list(argv)
+    now = time.time() if now is None else now
+    if dtype is None:
+        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    exp = experiment.build(argv, accumulation=accumulation, phi_carryover=phi_carryover,
+                           interpolation_fallback=interpolation_fallback, dtype=jnp.float64,
+                           block_rows=block_rows, now=now)
+    st, _ = experiment.parse_args(argv)
+    det = _detector_settings(st)
+    scene = exp.scene
+    f64 = lambda x: np.asarray(x, np.float64)
+
+    # crystal
+    misset_seed = st.misset_seed if st.misset_seed is not None else -int(now)
+    misset_rad = [0.0, 0.0, 0.0]
+    if st.misset_mode == -1:
+        from nbjax.physics import rng
+
+        misset_rad = [float(x) for x in rng.random_misset(misset_seed, rng.CStatics())]
+    elif st.misset_mode > 0:
+        misset_rad = list(st.misset_rad)
+    cell = list(st.cell)
+    if st.user_cell:
+        if cell[1] <= 0.0:
+            cell[1] = cell[0]
+        if cell[2] <= 0.0:
+            cell[2] = cell[0]
+        for k in (3, 4, 5):
+            if cell[k] <= 0.0:
+                cell[k] = math.pi / 2
+    reciprocal = np.zeros((3, 3))
+    if st.matfilename is not None:
+        from nbjax.io import matrix as matrix_io
+
+        reciprocal = f64((1e-10 / st.lambda0) * jnp.asarray(matrix_io.read_mosflm_matrix(st.matfilename), jnp.float64).T)
+    if not st.user_cell:  # report the cell of the matrix
+        direct, _ = crystal.cell_parameters(*_matrix_lattice(reciprocal))
+        cell = [float(x) for x in np.asarray(direct)]
+    n_domains = scene.mosaic_umats.shape[0]
+    axes, factors = _mosaic_draws(st, n_domains, misset_seed)
+    spread = st.mosaic_spread if st.mosaic_spread > 0.0 else 0.0
+
+    crystal_params = CrystalParams(
+        cell_A=f64(cell[:3]), cell_angles_deg=f64([_deg(x) for x in cell[3:]]),
+        misset_deg=f64([_deg(x) for x in misset_rad]),
+        rotation_deg=np.zeros(3), reciprocal_A=reciprocal, n_cells=f64(scene.n_cells), fudge=f64(scene.fudge),
+        mosaic_deg=f64(_deg(spread)), mosaic_axes=axes, mosaic_factors=factors,
+        spindle=f64(scene.spindle), phi_rad=f64(scene.phi_rad), F_table=f64(scene.F_table),
+        default_F=f64(scene.default_F),
+    )
+    detector_params = DetectorParams(
+        distance_mm=f64(_mm(st.distance)),
+        close_distance_mm=f64(_mm(st.close_distance) if det["close_given"] else 0.0),
+        beam_center_mm=f64([_mm(det["Xbeam"]), _mm(det["Ybeam"])]),
+        near_point_mm=f64([_mm(det["Fclose"]), _mm(det["Sclose"])]),
+        rotations_deg=f64([_deg(st.detector_rotx), _deg(st.detector_roty), _deg(st.detector_rotz)]),
+        twotheta_deg=f64(_deg(st.detector_twotheta)),
+        pixel_size_mm=f64(_mm(st.pixel_size)), size_mm=f64([_mm(st.detsize_f), _mm(st.detsize_s)]),
+        fdet=f64(det["fdet"]), sdet=f64(det["sdet"]), odet=f64(det["odet"]), twotheta_axis=f64(det["twotheta_axis"]),
+        layer_thickness_m=f64(scene.layer_thickness_m), mu_per_m=f64(scene.mu_per_m),
+    )
+    beam_params = BeamParams(
+        wavelength_A=f64(_exact_user_value(st.lambda0, lambda m: m * 1e10, lambda a: a / 1.0e10)), direction=f64(det["beam"]), incident=f64(scene.incident),
+        wavelength_factors=f64(scene.wavelength_m) / st.lambda0, polar_axis=f64(scene.polar_axis),
+        kahn_factor=f64(scene.kahn_factor), fluence=f64(scene.fluence), scale=f64(1.0),
+        background_I=f64(scene.background_I), dmin_m=f64(scene.dmin_m),
+    )
+    params = Params(crystal=crystal_params, detector=detector_params, beam=beam_params)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+    config = SimConfig(
+        render=exp.config, convention=det["convention"].value, pivot=det["pivot"].value,
+        close_distance_given=det["close_given"], crystal_from="matrix" if st.matfilename is not None else "cell",
+        matrix_cell_lengths=st.matfilename is not None and st.user_cell,
+    )
+    mask = None if exp.mask is None else np.asarray(exp.mask)
+    return Model(params=params, config=config, mask=mask, experiment=exp)
+
+
+def from_experiment_args(argv, **kwargs):
+    """``(params, config)`` of a nanoBragg command line (see :func:`from_args`)."""
+    model = from_args(argv, **kwargs)
+    return model.params, model.config
+
+
+def _matrix_lattice(reciprocal):
+    frame = crystal.lattice_from_reciprocal(jnp.asarray(reciprocal, jnp.float64), jnp.zeros(3, jnp.float64))
+    return frame.real_A, frame.reciprocal_A, frame.volume_A3
+
+
+def _gram(real):
+    g = real @ real.T
+    return jnp.stack([g[0, 0], g[1, 1], g[2, 2], g[1, 2], g[0, 2], g[0, 1]])
+
+
+def as_cell_crystal(params: Params, config: SimConfig):
+    """Re-express a -mat crystal as cell constants + misset (for refining the cell).
+
+    nanoBragg's real vectors for ``-cell`` do not have exactly the angles given
+    (its reciprocal-cell formula and length rescaling move them by up to ~0.1°
+    for a triclinic cell), so the cell constants are found by Newton's method
+    on the metric: the cell whose ``-cell`` lattice has the matrix crystal's
+    real-space dot products.  The orientation is then the rotation (orthogonal
+    Procrustes) taking that unrotated lattice onto the matrix crystal's, as
+    misset angles.  The two crystals agree to rounding.  Returns ``(params, config)``.
+    """
+    if config.crystal_from == "cell":
+        return params, config
+    from nbjax.physics import rng
+
+    frame = lattice_vectors(params, config)
+    real = jnp.asarray(frame.real_A, jnp.float64)
+    recip = jnp.asarray(frame.reciprocal_A, jnp.float64)
+    cell = jnp.asarray(crystal.cell_parameters(real, recip, frame.volume_A3)[0], jnp.float64)
+    target = _gram(real)
+    metric = lambda p: _gram(crystal.lattice_from_cell(p, jnp.zeros(3, jnp.float64)).real_A)
+    for _ in range(8):
+        residual = metric(cell) - target
+        cell = cell - jnp.linalg.solve(jax.jacfwd(metric)(cell), residual)
+    standard = np.asarray(crystal.lattice_from_cell(cell, jnp.zeros(3, jnp.float64)).real_A)
+    # rows: real = standard @ U.T; U.T from the SVD of standard.T @ real
+    w, _, vt = np.linalg.svd(standard.T @ np.asarray(real))
+    u = (w @ vt).T
+    misset = np.asarray(rng.umat2misset(u), np.float64)
+    cell = np.asarray(cell)
+    dtype = params.crystal.cell_A.dtype
+    new = params.replace(**{
+        "crystal.cell_A": jnp.asarray(cell[:3], dtype),
+        "crystal.cell_angles_deg": jnp.asarray(cell[3:] * RTD, dtype),
+        "crystal.misset_deg": jnp.asarray(misset * RTD, dtype),
+        "crystal.rotation_deg": jnp.zeros(3, dtype),
+    })
+    return new, dataclasses.replace(config, crystal_from="cell", matrix_cell_lengths=False)
