@@ -10,8 +10,8 @@ The public API (imported lazily, so ``import nbjax`` stays cheap):
   :class:`BeamParams`), :class:`SimConfig`, :func:`from_args`,
   :func:`simulate`, :func:`simulate_batch` -- the differentiable model
   (docs/api.md);
-* :func:`fit` / :func:`fit_args` -- refinement against an observed image
-  (docs/fitting.md);
+* :mod:`nbjax.fit` (``fit``, :func:`fit_args`, :class:`FitResult`) --
+  refinement against an observed image (docs/fitting.md);
 * :class:`InputError` -- every problem with user input.
 
 nbjax never changes JAX's precision at import: call
@@ -38,7 +38,6 @@ _EXPORTS = {
     "from_args": ("nbjax.params", "from_args"),
     "simulate": ("nbjax.params", "simulate"),
     "simulate_batch": ("nbjax.params", "simulate_batch"),
-    "fit": ("nbjax.fit", "fit"),
     "fit_args": ("nbjax.fit", "fit_args"),
     "FitResult": ("nbjax.fit", "FitResult"),
     "Stage": ("nbjax.fit", "Stage"),
