@@ -13,7 +13,10 @@ each scenario in a fresh subprocess so that peak memory is its own:
 * when ``NB_C_BIN`` names a nanoBragg binary: the C program's time for the same
   command (OMP_NUM_THREADS = the cores JAX uses), the speed-up, and the
   agreement of the two float images (Pearson r, max relative error on pixels
-  above 1e-3 of the maximum), nbjax running with ``--c-parity``.
+  above 1e-3 of the maximum), nbjax running with ``--c-parity``;
+* for the gradient scenario: the time of the value and gradient of a Poisson fit
+  loss with respect to the cell, misset, N, distance and beam centre (adjoint
+  render), the forward loss alone, and their ratio (``grad_ratio``).
 
 The script never builds nanoBragg; point NB_C_BIN at a binary you built.
 """
@@ -66,6 +69,9 @@ SCENARIOS = {
         "-hkl small.hkl -cell 100 100 100 90 90 90 -lambda 1.2 -N 8 -detpixels 1024 -pixel 0.1 "
         "-distance 100 -twotheta 10 -detector_thick 200 -detector_abs 80 -detector_thicksteps 3 "
         "-oversample 1 -nonoise", {}),
+    "fit-loss gradient 512^2": (
+        "-hkl small.hkl -cell 78 84 92 88 93 91 -misset 4 -7 11 -lambda 1.2 -N 9 -detpixels 512 -pixel 0.1 "
+        "-distance 110 -Xbeam 26.0 -Ybeam 25.1 -phi 0 -osc 0.5 -phisteps 3 -nonoise", {"gradient": True}),
 }
 
 CHILD = r"""
@@ -96,9 +102,50 @@ print(json.dumps(dict(steady=steady, compile=max(first - steady, 0.0), evals=eva
                       shape=list(image.shape))))
 """
 
+# the gradient of a Poisson fit loss with respect to the groups `nbjax fit` refines
+GRAD_CHILD = r"""
+import json, resource, sys, time
+import numpy as np, jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+from nbjax import params as P
+argv, opts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+model = P.from_args(argv)
+params, config = model.params, model.config
+groups = ("cell", "misset", "N", "distance", "beam_center")
+observed = np.asarray(P.simulate(params, config)) * 1.01
+theta0 = jnp.concatenate([P.get_group(params, g, config) for g in groups])
+
+def loss(theta):
+    p, start = params, 0
+    for g in groups:
+        n = P.group_size(g)
+        p = P.set_group(p, g, config, theta[start:start + n])
+        start += n
+    mu = P.simulate_core(p, config, adjoint=True) + 1e-6
+    return jnp.sum(mu - observed * jnp.log(mu))
+
+forward = jax.jit(lambda th: loss(th))
+gradient = jax.jit(jax.value_and_grad(loss))
+def best(fn, n):
+    t0 = time.perf_counter(); jax.block_until_ready(fn(theta0)); first = time.perf_counter() - t0
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter(); jax.block_until_ready(fn(theta0)); times.append(time.perf_counter() - t0)
+    return first, min(times)
+f_first, f_steady = best(forward, opts.get("repeat", 3))
+g_first, g_steady = best(gradient, opts.get("repeat", 3))
+rows, width = config.render.roi_shape
+evals = rows * width * len(np.asarray(params.crystal.phi_rad)) * config.render.oversample ** 2
+print(json.dumps(dict(steady=g_steady, compile=max(g_first - g_steady, 0.0), evals=evals, forward=f_steady,
+                      grad_ratio=g_steady / f_steady,
+                      rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)))
+"""
+
 
 def run_child(argv, opts, cwd):
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(argv), json.dumps(opts)], cwd=cwd,
+    child = GRAD_CHILD if opts.get("gradient") else CHILD
+    proc = subprocess.run([sys.executable, "-c", child, json.dumps(argv), json.dumps(opts)], cwd=cwd,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -173,13 +220,13 @@ def main():
                 extra.append("--c-parity")
             if opts.get("precision") == "single":
                 extra += ["--precision", "single"]
-            if nbjax_cmd and not args.quick:
+            if nbjax_cmd and not args.quick and not opts.get("gradient"):
                 cache = os.path.join(tmp, "cache")
                 env = dict(os.environ, NBJAX_CACHE_DIR=cache)
                 cli = [nbjax_cmd] + argv + ["-floatfile", "cli.bin", "-nopgm", "--quiet"] + extra
                 row["cli_cold"] = time_command(cli, tmp, env)
                 row["cli_warm"] = time_command(cli, tmp, env)
-            if c_bin:
+            if c_bin and not opts.get("gradient"):
                 env = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count()))
                 row["c"] = time_command([c_bin] + argv + ["-floatfile", "c.bin", "-nopgm", "-noprogress"], tmp, env)
                 if opts.get("mode") != "c-parity":
@@ -206,7 +253,8 @@ def _format_row(row):
     global HEADER_PRINTED
     cols = [("scenario", 46, "{}"), ("c", 8, "{:.3f}"), ("steady", 8, "{:.3f}"), ("compile", 8, "{:.2f}"),
             ("cli_cold", 9, "{:.2f}"), ("cli_warm", 9, "{:.2f}"), ("speedup", 8, "{:.1f}x"),
-            ("evals_per_s", 11, "{:.3g}"), ("rss_mb", 8, "{:.0f}"), ("r", 12, "{:.9f}"), ("max_rel_err", 11, "{:.2e}")]
+            ("evals_per_s", 11, "{:.3g}"), ("rss_mb", 8, "{:.0f}"), ("r", 12, "{:.9f}"), ("max_rel_err", 11, "{:.2e}"),
+            ("grad_ratio", 10, "{:.2f}x")]
     line = "  ".join(fmt.format(row[k]).rjust(w) if k in row else "-".rjust(w) for k, w, fmt in cols)
     line = line.replace(line[:46], row["scenario"].ljust(46), 1)
     if not HEADER_PRINTED:
