@@ -135,6 +135,18 @@ class DetectorSetup(NamedTuple):
     odet_generated: bool   # -odet_vector was not a unit vector: fdet x sdet used instead
 
 
+def completed_cell(cell) -> list:
+    """A -cell with nanoBragg's defaults filled in: b, c = a and angles = 90° where not positive."""
+    cell = list(cell)
+    for k in (1, 2):
+        if cell[k] <= 0.0:
+            cell[k] = cell[0]
+    for k in (3, 4, 5):
+        if cell[k] <= 0.0:
+            cell[k] = math.pi / 2
+    return cell
+
+
 def detector_setup(st: cflags.CSettings) -> DetectorSetup:
     """Convention axes, pivot, beam centre and near point from the parsed flags.
 
@@ -382,15 +394,7 @@ def build(
     misset_rad = np.asarray(misset if misset_mode > 0 else [0.0, 0.0, 0.0], np.float64)
     cell = None
     if st.user_cell:
-        cell = list(st.cell)
-        if cell[1] <= 0.0:
-            cell[1] = cell[0]
-        if cell[2] <= 0.0:
-            cell[2] = cell[0]
-        for k in (3, 4, 5):
-            if cell[k] <= 0.0:
-                cell[k] = math.pi / 2
-        cell = np.asarray(cell, np.float64)
+        cell = np.asarray(completed_cell(st.cell), np.float64)
         recip, volume = _reciprocal_from_cell(cell)
     if st.matfilename is not None:
         log.append(f"reading {st.matfilename}")

@@ -901,15 +901,7 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
         misset_rad = [float(x) for x in rng.random_misset(misset_seed, rng.CStatics())]
     elif st.misset_mode > 0:
         misset_rad = list(st.misset_rad)
-    cell = list(st.cell)
-    if st.user_cell:
-        if cell[1] <= 0.0:
-            cell[1] = cell[0]
-        if cell[2] <= 0.0:
-            cell[2] = cell[0]
-        for k in (3, 4, 5):
-            if cell[k] <= 0.0:
-                cell[k] = math.pi / 2
+    cell = experiment.completed_cell(st.cell) if st.user_cell else list(st.cell)
     reciprocal = np.zeros((3, 3))
     if st.matfilename is not None:
         from nbjax.io import matrix as matrix_io
