@@ -563,7 +563,9 @@ def main(argv=None) -> int:
 
             return compare.main(argv[1:])
         if argv[0] == "fit":
-            from nbjax import fit
+            import importlib
+
+            fit = importlib.import_module("nbjax.fit")
 
             return fit.main(argv[1:])
         return render_command(argv)
