@@ -76,6 +76,13 @@ SCENARIOS = {
 
 CHILD = r"""
 import json, os, resource, shlex, sys, time
+def peak_rss_mb():
+    # VmHWM: this process's own high-water mark (ru_maxrss can carry the parent's over fork+exec)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 import numpy as np, jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
@@ -98,13 +105,20 @@ rows, width = cfg.roi_shape
 evaluations = rows * width * exp.header["steps"] * cfg.thicksteps
 np.asarray(image, np.float32).tofile("nbjax.bin")
 print(json.dumps(dict(steady=steady, compile=max(first - steady, 0.0), evals=evaluations,
-                      rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                      rss_mb=peak_rss_mb(),
                       shape=list(image.shape))))
 """
 
 # the gradient of a Poisson fit loss with respect to the groups `nbjax fit` refines
 GRAD_CHILD = r"""
 import json, resource, sys, time
+def peak_rss_mb():
+    # VmHWM: this process's own high-water mark (ru_maxrss can carry the parent's over fork+exec)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 import numpy as np, jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
@@ -139,7 +153,7 @@ rows, width = config.render.roi_shape
 evals = rows * width * len(np.asarray(params.crystal.phi_rad)) * config.render.oversample ** 2
 print(json.dumps(dict(steady=g_steady, compile=max(g_first - g_steady, 0.0), evals=evals, forward=f_steady,
                       grad_ratio=g_steady / f_steady,
-                      rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)))
+                      rss_mb=peak_rss_mb())))
 """
 
 
