@@ -36,6 +36,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from run import CHILD_PRELUDE, machine  # noqa: E402  (the shared child prelude and machine description)
 ROOT = os.path.dirname(HERE)
 INPUTS = os.path.join(ROOT, "tests", "golden", "inputs")
 
@@ -58,18 +60,7 @@ SCENES = {
 
 MEASUREMENTS = ("forward", "adjoint", "plain")
 
-CHILD = r"""
-import json, resource, sys, time
-def peak_rss_mb():
-    # VmHWM: this process's own high-water mark (ru_maxrss can carry the parent's over fork+exec)
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-import numpy as np, jax
-jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp
+CHILD = CHILD_PRELUDE + r"""
 from nbjax import params as P
 
 argv, kind, repeat, min_total = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
@@ -133,31 +124,6 @@ def run_child(argv, kind, repeat, min_total, cwd):
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def machine():
-    try:
-        import jax
-
-        devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-        jax_version = jax.__version__
-    except Exception:  # pragma: no cover
-        devices, jax_version = "?", "?"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = "%.2f %.2f %.2f" % os.getloadavg()
-    except OSError:  # pragma: no cover
-        load = "?"
-    return dict(cpu=cpu, cores=os.cpu_count(), jax=jax_version, devices=devices, python=platform.python_version(),
-                loadavg=load)
 
 
 def measure(name, command, repeat, min_total, skip=()):

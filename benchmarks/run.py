@@ -74,7 +74,8 @@ SCENARIOS = {
         "-distance 110 -Xbeam 26.0 -Ybeam 25.1 -phi 0 -osc 0.5 -phisteps 3 -nonoise", {"gradient": True}),
 }
 
-CHILD = r"""
+# what every measuring child process starts with (float64, its own peak RSS)
+CHILD_PRELUDE = r"""
 import json, os, resource, shlex, sys, time
 def peak_rss_mb():
     # VmHWM: this process's own high-water mark (ru_maxrss can carry the parent's over fork+exec)
@@ -86,6 +87,9 @@ def peak_rss_mb():
 import numpy as np, jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
+"""
+
+CHILD = CHILD_PRELUDE + r"""
 from nbjax import engine, experiment
 argv, opts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 mode = opts.get("mode", "spec")
@@ -110,18 +114,7 @@ print(json.dumps(dict(steady=steady, compile=max(first - steady, 0.0), evals=eva
 """
 
 # the gradient of a Poisson fit loss with respect to the groups `nbjax fit` refines
-GRAD_CHILD = r"""
-import json, resource, sys, time
-def peak_rss_mb():
-    # VmHWM: this process's own high-water mark (ru_maxrss can carry the parent's over fork+exec)
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-import numpy as np, jax
-jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp
+GRAD_CHILD = CHILD_PRELUDE + r"""
 from nbjax import params as P
 argv, opts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 model = P.from_args(argv)
@@ -203,7 +196,12 @@ def machine():
                     break
     except OSError:
         pass
-    return dict(cpu=cpu, cores=os.cpu_count(), jax=jax_version, devices=devices, python=platform.python_version())
+    try:
+        load = "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:  # pragma: no cover
+        load = "?"
+    return dict(cpu=cpu, cores=os.cpu_count(), jax=jax_version, devices=devices, python=platform.python_version(),
+                loadavg=load)
 
 
 def main():
