@@ -67,15 +67,8 @@ argv, kind, repeat, min_total = json.loads(sys.argv[1]), sys.argv[2], int(sys.ar
 model = P.from_args(argv)
 params, config = model.params, model.config
 groups = P.GROUPS
-theta0 = jnp.concatenate([P.get_group(params, g, config) for g in groups])
-
-def unpack(theta):
-    p, start = params, 0
-    for g in groups:
-        n = P.group_size(g)
-        p = P.set_group(p, g, config, theta[start:start + n])
-        start += n
-    return p
+theta0 = P.get_groups(params, groups, config)
+unpack = lambda theta: P.set_groups(params, groups, config, theta)
 
 if kind == "forward":
     fun = jax.jit(lambda theta: P.simulate_core(unpack(theta), config))

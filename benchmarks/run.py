@@ -121,15 +121,10 @@ model = P.from_args(argv)
 params, config = model.params, model.config
 groups = ("cell", "misset", "N", "distance", "beam_center")
 observed = np.asarray(P.simulate(params, config)) * 1.01
-theta0 = jnp.concatenate([P.get_group(params, g, config) for g in groups])
+theta0 = P.get_groups(params, groups, config)
 
 def loss(theta):
-    p, start = params, 0
-    for g in groups:
-        n = P.group_size(g)
-        p = P.set_group(p, g, config, theta[start:start + n])
-        start += n
-    mu = P.simulate_core(p, config, adjoint=True) + 1e-6
+    mu = P.simulate_core(P.set_groups(params, groups, config, theta), config, adjoint=True) + 1e-6
     return jnp.sum(mu - observed * jnp.log(mu))
 
 forward = jax.jit(lambda th: loss(th))

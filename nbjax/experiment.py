@@ -85,6 +85,8 @@ class Experiment:
     warnings: tuple
     notes: tuple
     fdump: tuple | None = None   # (path, HKLTable) nanoBragg caches after reading -hkl
+    settings: object = None      # the parsed flags (cflags.CSettings) after set-up
+    detector_setup: object = None  # the DetectorSetup the detector was placed from
 
 
 # --------------------------------------------------------------------------
@@ -649,7 +651,7 @@ def build(
         log.append(f"  water droplet size: {_g(water)} m")
     return Experiment(scene=scene, config=config, mask=mask, outputs=outputs, log=tuple(log),
                       header=header, rng_state=rng_state, warnings=tuple(warnings), notes=tuple(st.notes),
-                      fdump=fdump)
+                      fdump=fdump, settings=st, detector_setup=setup)
 
 
 def write_fdump_cache(exp: Experiment):

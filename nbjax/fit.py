@@ -188,24 +188,6 @@ def _groups(refine) -> tuple:
     return tuple(g for g in P.GROUPS if g in groups)
 
 
-def _pack(params, config, groups):
-    import jax.numpy as jnp
-    from nbjax import params as P
-
-    return jnp.concatenate([P.get_group(params, g, config) for g in groups])
-
-
-def _unpack(params, config, groups, vector):
-    from nbjax import params as P
-
-    start = 0
-    for g in groups:
-        n = P.group_size(g)
-        params = P.set_group(params, g, config, vector[start:start + n])
-        start += n
-    return params
-
-
 def _edge_radius_mm(params, config) -> float:
     """Largest distance (mm) in the detector plane from the beam spot to a corner of the roi."""
     from nbjax import params as P
@@ -274,6 +256,11 @@ def _blur(image, sigma):
     return jax.vmap(lambda col: jnp.convolve(col, kernel, mode="same"), in_axes=1, out_axes=1)(rows)
 
 
+def _smoothed(image, weights, sigma):
+    """The variance-stabilised, blurred image the smoothed stages compare: ``blur(A(image) w)``."""
+    return _blur(_anscombe(image) * weights, sigma)
+
+
 def _anscombe(image):
     import jax.numpy as jnp
 
@@ -297,7 +284,7 @@ def _poisson_deviance(mu, observed, weights):
 def _image(theta, params0, mask, config, groups, adjoint):
     from nbjax import params as P
 
-    return P.simulate_core(_unpack(params0, config, groups, theta), config, mask, adjoint=adjoint)
+    return P.simulate_core(P.set_groups(params0, groups, config, theta), config, mask, adjoint=adjoint)
 
 
 def _objective(image, data, stage_data):
@@ -307,7 +294,7 @@ def _objective(image, data, stage_data):
     All three are evaluated (they are cheap next to the render) and ``data["lsq"]``
     picks the final one, so that one compiled step serves every stage and loss."""
     weights = data["weights"]
-    r = _blur(_anscombe(image) * weights, stage_data["sigma"]) - stage_data["target"]
+    r = _smoothed(image, weights, stage_data["sigma"]) - stage_data["target"]
     smoothed = 0.5 * (weights * r * r).sum()
     d = image - data["observed"]
     lsq = data["lsq"]
@@ -416,7 +403,7 @@ def _compiled():
         sigma = stage_data["sigma"]
         dA = jnp.where(image > 0, 1.0 / jnp.sqrt(jnp.maximum(image, 0.0) + 0.375), 0.0) * w
         Jr = jax.vmap(lambda Jk: _blur(dA * Jk, sigma), in_axes=-1, out_axes=-1)(J)
-        r = _blur(_anscombe(image) * w, sigma) - stage_data["target"]
+        r = _smoothed(image, w, sigma) - stage_data["target"]
         Jr2 = Jr.reshape(-1, theta.shape[0])
         wf = w.ravel()
         H_s = Jr2.T @ (Jr2 * wf[:, None])
@@ -438,12 +425,8 @@ def _compiled():
         stage_data = dict(sigma=jnp.zeros(()), target=jnp.zeros_like(data["observed"]), smooth=jnp.zeros(()))
         return _objective(image, data, stage_data)
 
-    @jax.jit
-    def smoothed_target(obs, weights, sigma):
-        return _blur(_anscombe(obs) * weights, sigma)
-
     _COMPILED = dict(adam=adam, lbfgs=lbfgs, adam_step=adam_step, lbfgs_step=lbfgs_step, gauss_newton=gauss_newton,
-                     final_value=final_value, smoothed_target=smoothed_target)
+                     final_value=final_value, smoothed_target=jax.jit(_smoothed))
     return _COMPILED
 
 
@@ -456,7 +439,7 @@ _COMPILED = None
 
 def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", schedule=DEFAULT_SCHEDULE,
         pedestal: float | None = None, ftol: float = 1e-10, rewhiten_every: int = 10,
-        progress=None) -> FitResult:
+        progress=None, observed_name: str = "--observed") -> FitResult:
     """Refine the groups ``refine`` of ``params`` so that the model matches ``observed``.
 
     ``observed``: (spixels, fpixels) photons per pixel; ``mask``: nanoBragg's
@@ -468,7 +451,8 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
     stops after 3 consecutive iterations that lower the loss by less than
     this fraction; ``rewhiten_every``: L-BFGS iterations between two
     Gauss-Newton whitenings; ``progress``: called with one line per
-    iteration.  Needs float64 (``jax_enable_x64``).  The compiled steps are
+    iteration; ``observed_name``: how error messages name the observed image.
+    Needs float64 (``jax_enable_x64``).  The compiled steps are
     shared by fits with the same configuration, groups and loss.
     """
     import jax
@@ -487,9 +471,9 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
     observed = np.asarray(observed, np.float64)
     if observed.shape != config.shape:
-        raise InputError(f"--observed: image shape {observed.shape} does not match the model's {config.shape}")
+        raise InputError(f"{observed_name}: image shape {observed.shape} does not match the model's {config.shape}")
     if not np.all(np.isfinite(observed)):
-        raise InputError("--observed: the image holds NaN or infinite values")
+        raise InputError(f"{observed_name}: the image holds NaN or infinite values")
     say = progress or (lambda line: None)
     steps = _compiled()
 
@@ -501,7 +485,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
     if not active.any():
         raise InputError("fit: no pixel left to fit (check -roi and -mask)")
     if loss == "poisson" and np.any(observed[active] < 0):
-        raise InputError("--observed: the image has negative values; the Poisson loss needs counts "
+        raise InputError(f"{observed_name}: the image has negative values; the Poisson loss needs counts "
                          "(subtract less background, or use --loss lsq)")
     if pedestal is None:
         pedestal = max(1e-6 * float(np.mean(observed[active])), 1e-12)
@@ -516,7 +500,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
     static = dict(config=config, groups=groups)
 
     history = []
-    theta = _pack(params, config, groups)
+    theta = P.get_groups(params, groups, config)
     total_iterations = 0
 
     def line(stage_index, stage, it, v, gnorm):
@@ -540,7 +524,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
                 continue
 
         if stage.optimizer == "adam":
-            units = jnp.asarray(np.where(keep, physical_units(_unpack(params, config, groups, theta), config, groups),
+            units = jnp.asarray(np.where(keep, physical_units(P.set_groups(params, groups, config, theta), config, groups),
                                          0.0))
             rate = jnp.asarray(float(stage.learning_rate))
             base = theta
@@ -590,7 +574,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
         while it < stage.max_iter and not done:
             base = theta
             C, v0, g0 = whitening(base)
-            units = physical_units(_unpack(params, config, groups, base), config, groups)
+            units = physical_units(P.set_groups(params, groups, config, base), config, groups)
             trust = (jnp.asarray(np.asarray(C) / units[:, None]), jnp.asarray(float(stage.max_step)))
             if it == 0:
                 line(stage_index, stage, 0, v0, float(jnp.linalg.norm(g0)))
@@ -639,7 +623,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
                     break
             theta = base + C @ u
 
-    refined = _unpack(params, config, groups, theta)
+    refined = P.set_groups(params, groups, config, theta)
     image = P.simulate(refined, config, data["mask"])
     value = float(steps["final_value"](image, data))
     image = np.asarray(image)
@@ -821,11 +805,8 @@ def fit_args(argv, observed_path, refine, *, loss="poisson", schedule=DEFAULT_SC
 
     model = P.from_args(argv)
     observed = load_observed(observed_path, model.config.shape, adc_offset=model.experiment.outputs.adc_offset)
-    if loss == "poisson" and np.any(observed < 0):
-        raise InputError(f"--observed {observed_path}: the image has negative values; the Poisson loss needs "
-                         "counts (use --loss lsq)")
     return fit(observed, model.params, model.config, refine, mask=model.mask, loss=loss, schedule=schedule,
-               progress=progress, pedestal=pedestal)
+               progress=progress, pedestal=pedestal, observed_name=f"--observed {observed_path}")
 
 
 def main(argv) -> int:

@@ -82,6 +82,8 @@ __all__ = [
     "RESULT_KEYS",
     "get_group",
     "set_group",
+    "get_groups",
+    "set_groups",
     "group_size",
     "derived_geometry",
 ]
@@ -790,6 +792,21 @@ def set_group(params: Params, group: str, config: SimConfig, values) -> Params:
     return params.replace(**changes)
 
 
+def get_groups(params: Params, groups, config: SimConfig):
+    """Several groups' values, in the order given, as one 1-D array (a fit's parameter vector)."""
+    return jnp.concatenate([get_group(params, g, config) for g in groups])
+
+
+def set_groups(params: Params, groups, config: SimConfig, vector) -> Params:
+    """``params`` with the groups set from the 1-D array ``vector`` (the inverse of :func:`get_groups`)."""
+    start = 0
+    for g in groups:
+        n = group_size(g)
+        params = set_group(params, g, config, vector[start:start + n])
+        start += n
+    return params
+
+
 # --------------------------------------------------------------------------
 # from a nanoBragg command line
 
@@ -829,20 +846,6 @@ def _deg(rad):
 
 def _mm(m):
     return _exact_user_value(m, lambda x: x * 1000.0, lambda x: x / 1000.0)
-
-
-def _detector_settings(st):
-    """nanoBragg's detector set-up on the host (the one :func:`nbjax.experiment.build` uses)."""
-    from nbjax import experiment
-
-    if st.fpixels:
-        st.detsize_f = st.pixel_size * st.fpixels
-    if st.spixels:
-        st.detsize_s = st.pixel_size * st.spixels
-    setup = experiment.detector_setup(st)
-    return dict(convention=setup.convention, pivot=setup.pivot, beam=setup.beam, fdet=setup.fdet, sdet=setup.sdet,
-                odet=setup.odet, twotheta_axis=setup.twotheta_axis, Xbeam=setup.Xbeam, Ybeam=setup.Ybeam,
-                Fclose=setup.Fclose, Sclose=setup.Sclose, close_given=not math.isnan(st.close_distance))
 
 
 def _mosaic_draws(st, n_domains, misset_seed):
@@ -887,8 +890,8 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
     exp = experiment.build(argv, accumulation=accumulation, phi_carryover=phi_carryover,
                            interpolation_fallback=interpolation_fallback, dtype=jnp.float64,
                            block_rows=block_rows, now=now)
-    st, _ = experiment.parse_args(argv)
-    det = _detector_settings(st)
+    st, det = exp.settings, exp.detector_setup
+    close_given = not math.isnan(st.close_distance)
     scene = exp.scene
     f64 = lambda x: np.asarray(x, np.float64)
 
@@ -924,17 +927,17 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
     )
     detector_params = DetectorParams(
         distance_mm=f64(_mm(st.distance)),
-        close_distance_mm=f64(_mm(st.close_distance) if det["close_given"] else 0.0),
-        beam_center_mm=f64([_mm(det["Xbeam"]), _mm(det["Ybeam"])]),
-        near_point_mm=f64([_mm(det["Fclose"]), _mm(det["Sclose"])]),
+        close_distance_mm=f64(_mm(st.close_distance) if close_given else 0.0),
+        beam_center_mm=f64([_mm(det.Xbeam), _mm(det.Ybeam)]),
+        near_point_mm=f64([_mm(det.Fclose), _mm(det.Sclose)]),
         rotations_deg=f64([_deg(st.detector_rotx), _deg(st.detector_roty), _deg(st.detector_rotz)]),
         twotheta_deg=f64(_deg(st.detector_twotheta)),
         pixel_size_mm=f64(_mm(st.pixel_size)), size_mm=f64([_mm(st.detsize_f), _mm(st.detsize_s)]),
-        fdet=f64(det["fdet"]), sdet=f64(det["sdet"]), odet=f64(det["odet"]), twotheta_axis=f64(det["twotheta_axis"]),
+        fdet=f64(det.fdet), sdet=f64(det.sdet), odet=f64(det.odet), twotheta_axis=f64(det.twotheta_axis),
         layer_thickness_m=f64(scene.layer_thickness_m), mu_per_m=f64(scene.mu_per_m),
     )
     beam_params = BeamParams(
-        wavelength_A=f64(_exact_user_value(st.lambda0, lambda m: m * 1e10, lambda a: a / 1.0e10)), direction=f64(det["beam"]), incident=f64(scene.incident),
+        wavelength_A=f64(_exact_user_value(st.lambda0, lambda m: m * 1e10, lambda a: a / 1.0e10)), direction=f64(det.beam), incident=f64(scene.incident),
         wavelength_factors=f64(scene.wavelength_m) / st.lambda0, polar_axis=f64(scene.polar_axis),
         kahn_factor=f64(scene.kahn_factor), fluence=f64(scene.fluence), scale=f64(1.0),
         background_I=f64(scene.background_I), dmin_m=f64(scene.dmin_m),
@@ -942,8 +945,8 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
     params = Params(crystal=crystal_params, detector=detector_params, beam=beam_params)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     config = SimConfig(
-        render=exp.config, convention=det["convention"].value, pivot=det["pivot"].value,
-        close_distance_given=det["close_given"], crystal_from="matrix" if st.matfilename is not None else "cell",
+        render=exp.config, convention=det.convention.value, pivot=det.pivot.value,
+        close_distance_given=close_given, crystal_from="matrix" if st.matfilename is not None else "cell",
         matrix_cell_lengths=st.matfilename is not None and st.user_cell,
     )
     mask = None if exp.mask is None else np.asarray(exp.mask)

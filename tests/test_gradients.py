@@ -151,14 +151,10 @@ class Case:
         self._grads, self._results, self._fd = {}, {}, None
 
     def pack(self, tree):
-        return jnp.concatenate([P.get_group(tree, g, self.config) for g in self.groups])
+        return P.get_groups(tree, self.groups, self.config)
 
     def unpack(self, theta, table):
-        params, start = self.params, 0
-        for g in self.groups:
-            n = P.group_size(g)
-            params = P.set_group(params, g, self.config, theta[start:start + n])
-            start += n
+        params = P.set_groups(self.params, self.groups, self.config, theta)
         return params.replace(**{"crystal.F_table": table})
 
     def image(self, theta, table, *, adjoint=False):
