@@ -515,23 +515,14 @@ def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
                 weights = jnp.where(dmin_cut(*q, scene.dmin_m), 0.0, c)
 
             if fast_square:
-                # software pipeline (as the engine): step j's table lookups are folded in
-                # while step j+1's lattice factors are computed, so the vectorisable
-                # arithmetic and the (scalar) gathers land in separate loops
-                def pipe_body(carry, cell_rows):
-                    g_q, g_n, g_default, pending, prev_rows = carry
-                    dq, drows, dn, dd = _square_finish(pending, q, prev_rows, scene, cfg, table_flat, weights)
-                    nxt = _square_prepare(q, cell_rows, scene, cfg, table_shape)
-                    g_q = tuple(x + y for x, y in zip(g_q, dq))
-                    return (g_q, g_n + dn, g_default + dd, nxt, cell_rows), drows
+                def square_body(carry, cell_rows):
+                    g_q, g_n, g_default = carry
+                    dq, drows, dn, dd = _square_step(q, cell_rows, scene, cfg, table_flat, table_shape, weights)
+                    return (tuple(x + y for x, y in zip(g_q, dq)), g_n + dn, g_default + dd), drows
 
-                first = _square_prepare(q, rows_q[0], scene, cfg, table_shape)
-                init = (zeros3, jnp.zeros_like(scene.n_cells), jnp.zeros_like(scene.default_F), first, rows_q[0])
-                (g_q, g_n, g_default, pending, prev_rows), drows = lax.scan(pipe_body, init, rows_q[1:])
-                dq, last_rows, dn, dd = _square_finish(pending, q, prev_rows, scene, cfg, table_flat, weights)
-                g_q = tuple(x + y for x, y in zip(g_q, dq))
-                drows = jnp.concatenate([drows, last_rows[None]])
-                g_lat = dict(g_lat, n_cells=g_lat["n_cells"] + g_n + dn, default_F=g_lat["default_F"] + g_default + dd)
+                init = (zeros3, jnp.zeros_like(scene.n_cells), jnp.zeros_like(scene.default_F))
+                (g_q, g_n, g_default), drows = lax.scan(square_body, init, rows_q)
+                g_lat = dict(g_lat, n_cells=g_lat["n_cells"] + g_n, default_F=g_lat["default_F"] + g_default)
             else:
                 def step_body(carry, cell_rows):
                     g_q, g_lat, g_flat = carry
@@ -604,44 +595,55 @@ def _sincg_and_derivatives(x, n):
     return jnp.where(counted, s, 1.0), jnp.where(counted, ds_dx, 0.0), jnp.where(counted, ds_dn, 0.0)
 
 
-def _square_prepare(q, cell_rows, scene, cfg, table_shape):
-    """The F-independent part of one step's VJP (square crystal, nearest F): per pixel
-    ``∂F_latt²/∂(h, k, l)``, ``∂F_latt²/∂(Na, Nb, Nc)``, ``F_latt²`` and the table index."""
+def _materialized(fun, args, witness):
+    """``fun(args)`` computed in a fusion of its own.
+
+    XLA:CPU dissolves ``lax.optimization_barrier`` before fusion; the branch of
+    a conditional is a boundary it keeps.  The predicate (``witness`` has no
+    NaN in its first element, always true for a weight array) is only known
+    at run time, so the conditional is not folded away.
+    """
+    flag = ~jnp.isnan(witness.reshape(-1)[0])
+    return lax.cond(flag, fun, fun, args)
+
+
+def _square_step(q, cell_rows, scene, cfg, flat, table_shape, weights):
+    """One (phi, domain) step of the VJP for a square crystal with nearest F.
+
+    ``weights`` is the per-pixel cotangent times the prefactors.  With
+    ``w = 2 weights F² F_latt`` the step contributes, per pixel,
+    ``g_i = w (∂s_i/∂x_i) ∏_{j≠i} s_j`` to the Miller-index cotangent
+    (i = h, k, l), which becomes ``dq = Σ_i g_i row_i`` and the cell-row
+    cotangent ``Σ_pixels g_i q``; and ``w (∂s_i/∂N_i) ∏_{j≠i} s_j`` to N_i.
+    Returns ``(dq, d cell rows, dN, d default_F)``.
+
+    All of a step is done in one loop iteration: the engine's software
+    pipeline (lookups of step j folded in while step j+1 is evaluated) made
+    XLA copy every carried per-pixel array twice per step here, which cost
+    more than it saved.  The table index is computed in a loop of its own
+    (:func:`_materialized`) so that the gather loop, which XLA:CPU does not
+    vectorise, holds only the loads.
+    """
     qx, qy, qz = q
-    a, b, c = cell_rows[0], cell_rows[1], cell_rows[2]
-    h = a[0] * qx + a[1] * qy + a[2] * qz
-    k = b[0] * qx + b[1] * qy + b[2] * qz
-    l = c[0] * qx + c[1] * qy + c[2] * qz
-    n = scene.n_cells
-    sh, dh, nh = _sincg_and_derivatives(h, n[0])
-    sk, dk, nk = _sincg_and_derivatives(k, n[1])
-    sl, dl, nl = _sincg_and_derivatives(l, n[2])
-    f_latt = sh * sk * sl
-    two_l = 2.0 * f_latt
-    skl, shl, shk = sk * sl, sh * sl, sh * sk
-    pending = dict(
-        dhkl=(two_l * dh * skl, two_l * dk * shl, two_l * dl * shk),
-        dn=(two_l * nh * skl, two_l * nk * shl, two_l * nl * shk),
-        f_latt_sqr=f_latt * f_latt,
-    )
+    x = [r[0] * qx + r[1] * qy + r[2] * qz for r in (cell_rows[0], cell_rows[1], cell_rows[2])]
+    s, ds_dx, ds_dn = zip(*(_sincg_and_derivatives(x[i], scene.n_cells[i]) for i in range(3)))
+    f_latt = s[0] * s[1] * s[2]
     if cfg.has_hkls:
-        pending["index"] = structure_factors.nearest_flat_index(h, k, l, table_shape, cfg.hkl_min)
-    return pending
-
-
-def _square_finish(pending, q, cell_rows, scene, cfg, flat, weights):
-    """Fold one prepared step into (dq, d cell rows, dn, d default_F) with F looked up."""
-    f_cell = flat[pending["index"]] if cfg.has_hkls else scene.default_F
-    w_f2 = weights * f_cell * f_cell
-    gh, gk, gl = (w_f2 * d for d in pending["dhkl"])
+        index = _materialized(lambda x: structure_factors.nearest_flat_index(*x, table_shape, cfg.hkl_min), x, weights)
+        f_cell = flat[index]
+    else:
+        f_cell = scene.default_F
+    w = 2.0 * weights * f_cell * f_cell * f_latt
+    others = (s[1] * s[2], s[0] * s[2], s[0] * s[1])
+    g = [w * ds_dx[i] * others[i] for i in range(3)]
+    dn = [jnp.sum(w * ds_dn[i] * others[i]) for i in range(3)]
     a, b, c = cell_rows[0], cell_rows[1], cell_rows[2]
-    dq = (a[0] * gh + b[0] * gk + c[0] * gl, a[1] * gh + b[1] * gk + c[1] * gl, a[2] * gh + b[2] * gk + c[2] * gl)
-    drows = jnp.stack([jnp.stack([jnp.sum(g * qc) for qc in q]) for g in (gh, gk, gl)])
-    dn = jnp.stack([jnp.sum(w_f2 * d) for d in pending["dn"]])
+    dq = tuple(a[j] * g[0] + b[j] * g[1] + c[j] * g[2] for j in range(3))
+    drows = jnp.stack([jnp.stack([jnp.sum(gi * qc) for qc in q]) for gi in g])
     d_default = jnp.zeros_like(scene.default_F)
     if not cfg.has_hkls:
-        d_default = jnp.sum(weights * 2.0 * f_cell * pending["f_latt_sqr"])
-    return dq, drows, dn, d_default
+        d_default = jnp.sum(2.0 * weights * f_cell * f_latt * f_latt)
+    return dq, drows, jnp.stack(dn), d_default
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
