@@ -60,7 +60,7 @@ from nbjax.constants import R_E_SQR_M2, RTD
 from nbjax.errors import InputError
 from nbjax.geometry import conventions, crystal, detector
 from nbjax.geometry.conventions import Convention, Pivot
-from nbjax.geometry.rotation import cross, dot
+from nbjax.geometry.rotation import axis_angle_rows, cross, dot
 from nbjax.physics import lattice, structure_factors
 
 __all__ = [
@@ -251,19 +251,7 @@ def mosaic_umats(mosaic_deg, axes, factors):
     grouped as nanoBragg's ``mosaic_rotation_umat`` groups them.
     """
     rot = (mosaic_deg / RTD) * factors
-    c, s = jnp.cos(rot), jnp.sin(rot)
-    omc = 1.0 - c
-    v1, v2, v3 = axes[:, 0], axes[:, 1], axes[:, 2]
-    omc_v1 = omc * v1
-    omc_v1v2 = omc_v1 * v2
-    omc_v1v3 = omc_v1 * v3
-    omc_v2v3 = omc * v2 * v3
-    s_v1, s_v2, s_v3 = s * v1, s * v2, s * v3
-    rows = [
-        [c + omc * (v1 * v1), omc_v1v2 - s_v3, omc_v1v3 + s_v2],
-        [omc_v1v2 + s_v3, c + omc * (v2 * v2), omc_v2v3 - s_v1],
-        [omc_v1v3 - s_v2, omc_v2v3 + s_v1, c + omc * (v3 * v3)],
-    ]
+    rows = axis_angle_rows(axes[:, 0], axes[:, 1], axes[:, 2], jnp.cos(rot), jnp.sin(rot))
     return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
 
 
@@ -850,28 +838,6 @@ def _mm(m):
     return _exact_user_value(m, lambda x: x * 1000.0, lambda x: x / 1000.0)
 
 
-def _mosaic_draws(st, n_domains, misset_seed):
-    """Per-domain axis and (1 − r₃²)^(1/3) of nanoBragg's mosaic draws (float32 powf)."""
-    from nbjax.physics import rng
-
-    state = rng.CStatics()
-    if st.misset_mode == -1:
-        rng.random_misset(misset_seed, state)
-    stream = rng.Ran1State(int(st.mosaic_seed), state)
-    axes = np.zeros((n_domains, 3))
-    factors = np.zeros(n_domains)
-    for m in range(n_domains):
-        r1 = 2.0 * float(rng.ran1(stream)) - 1.0
-        r2 = 2.0 * float(rng.ran1(stream)) - 1.0
-        r3 = 2.0 * float(rng.ran1(stream)) - 1.0
-        xyrad = math.sqrt(1.0 - r2 * r2)
-        axes[m] = [xyrad * math.sin(math.pi * r1), xyrad * math.cos(math.pi * r1), r2]
-        factors[m] = float(rng.powf(np.float32(1.0 - r3 * r3), np.float32(1.0 / 3.0)))
-    if n_domains:
-        factors[0] = 0.0  # nanoBragg overwrites domain 0 with the identity
-    return axes, factors
-
-
 def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
               interpolation_fallback: str = "c", dtype=None, block_rows: int | None = None,
               now: float | None = None) -> Model:
@@ -897,13 +863,14 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
     scene = exp.scene
     f64 = lambda x: np.asarray(x, np.float64)
 
-    # crystal
+    # crystal: the random misset and the mosaic draws in nanoBragg's order, on one shared RNG state
+    from nbjax.physics import rng
+
+    rng_state = rng.CStatics()
     misset_seed = st.misset_seed if st.misset_seed is not None else -int(now)
     misset_rad = [0.0, 0.0, 0.0]
     if st.misset_mode == -1:
-        from nbjax.physics import rng
-
-        misset_rad = [float(x) for x in rng.random_misset(misset_seed, rng.CStatics())]
+        misset_rad = [float(x) for x in rng.random_misset(misset_seed, rng_state)]
     elif st.misset_mode > 0:
         misset_rad = list(st.misset_rad)
     cell = experiment.completed_cell(st.cell) if st.user_cell else list(st.cell)
@@ -916,7 +883,7 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
         direct, _ = crystal.cell_parameters(*_matrix_lattice(reciprocal))
         cell = [float(x) for x in np.asarray(direct)]
     n_domains = scene.mosaic_umats.shape[0]
-    axes, factors = _mosaic_draws(st, n_domains, misset_seed)
+    axes, factors = rng.mosaic_domain_draws(n_domains, st.mosaic_seed, rng_state)
     spread = st.mosaic_spread if st.mosaic_spread > 0.0 else 0.0
 
     crystal_params = CrystalParams(

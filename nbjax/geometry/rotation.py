@@ -10,6 +10,8 @@ and the rendered images agree pixel for pixel.
 * :func:`rotate_about_axis` -- Rodrigues rotation about a unit axis
   (``rotate_axis``: phi about the spindle, two-theta about its axis).
 * :func:`apply_umat` -- multiply by a 3x3 rotation matrix (mosaic domains).
+* :func:`axis_angle_rows` -- the rows of a rotation matrix about a unit axis
+  (``mosaic_rotation_umat``).
 * :func:`unitize` -- unit vector and length, with a finite gradient at zero.
 
 Every function is pure and differentiable, and works on any leading batch shape.
@@ -112,3 +114,23 @@ def apply_umat(v, umat):
     v0, v1, v2 = _xyz(v)
     u = array_module(umat).asarray(umat)
     return _like([u[..., i, 0] * v0 + u[..., i, 1] * v1 + u[..., i, 2] * v2 for i in range(3)], v)
+
+
+def axis_angle_rows(v1, v2, v3, c, s):
+    """Rows of the matrix rotating by θ about the unit axis ``(v1, v2, v3)``, given ``c = cos θ``, ``s = sin θ``.
+
+    Rodrigues' matrix ``c I + s [v]× + (1 − c) v vᵀ`` with the products and sums
+    grouped as nanoBragg's ``mosaic_rotation_umat`` groups them.  Pure
+    arithmetic: Python floats give floats, arrays give arrays (any shape).
+    """
+    omc = 1.0 - c
+    omc_v1 = omc * v1
+    omc_v1v2 = omc_v1 * v2
+    omc_v1v3 = omc_v1 * v3
+    omc_v2v3 = omc * v2 * v3
+    s_v1, s_v2, s_v3 = s * v1, s * v2, s * v3
+    return [
+        [c + omc * (v1 * v1), omc_v1v2 - s_v3, omc_v1v3 + s_v2],
+        [omc_v1v2 + s_v3, c + omc * (v2 * v2), omc_v2v3 - s_v1],
+        [omc_v1v3 - s_v2, omc_v2v3 + s_v1, c + omc * (v3 * v3)],
+    ]

@@ -75,6 +75,8 @@ import math
 
 import numpy as np
 
+from nbjax.geometry.rotation import axis_angle_rows
+
 __all__ = [
     "CStatics",
     "Ran1State",
@@ -82,6 +84,7 @@ __all__ = [
     "ran1_step",
     "mosaic_rotation_umat",
     "mosaic_domain_umats",
+    "mosaic_domain_draws",
     "umat2misset",
     "random_misset",
     "as_statics",
@@ -294,45 +297,52 @@ powf = _load_powf()
 _ONE_THIRD_F = np.float32(1.0 / 3.0)
 
 
-def mosaic_rotation_umat(mosaicity_rad: float, state: Ran1State) -> np.ndarray:
-    """A random rotation within a spherical cap; nanoBragg's ``mosaic_rotation_umat``.
+def _mosaic_draw(state: Ran1State):
+    """Three ``ran1`` draws as nanoBragg's ``mosaic_rotation_umat`` uses them.
 
-    Three deviates ``r_i = 2*ran1 - 1`` pick a unit axis uniformly on the sphere
-    (``r1`` the azimuth, ``r2`` its z component) and an angle
-    ``rot = mosaicity * (1 - r3**2)**(1/3)`` (with C's float rounding: the
-    parameter is a ``float``, the power is ``powf``, the product is float).
-    The matrix is the axis-angle (Rodrigues) rotation, returned row-major as C
-    fills ``umat[0..8]``.  Consumes exactly three ``ran1`` draws from ``state``.
+    ``r_i = 2*ran1 - 1``: a unit axis uniform on the sphere (``r1`` the azimuth,
+    ``r2`` its z component) and the float32 factor ``powf(1 - r3**2, 1/3)``
+    of the rotation angle.  Returns ``((v1, v2, v3), factor)``.
     """
-    mos = np.float32(mosaicity_rad)
     r1 = 2.0 * float(ran1(state)) - 1.0
     r2 = 2.0 * float(ran1(state)) - 1.0
     r3 = 2.0 * float(ran1(state)) - 1.0
-
     xyrad = math.sqrt(1.0 - r2 * r2)
-    rot = float(np.float32(mos * powf(np.float32(1.0 - r3 * r3), _ONE_THIRD_F)))
+    axis = (xyrad * math.sin(math.pi * r1), xyrad * math.cos(math.pi * r1), r2)
+    return axis, powf(np.float32(1.0 - r3 * r3), _ONE_THIRD_F)
 
-    v1 = xyrad * math.sin(math.pi * r1)
-    v2 = xyrad * math.cos(math.pi * r1)
-    v3 = r2
 
-    c = math.cos(rot)
-    omc = 1.0 - c
-    s = math.sin(rot)
-    # same products and sums, in the same order, as the C expression tree
-    omc_v1 = omc * v1
-    omc_v1v2 = omc_v1 * v2
-    omc_v1v3 = omc_v1 * v3
-    omc_v2v3 = omc * v2 * v3
-    s_v1, s_v2, s_v3 = s * v1, s * v2, s * v3
-    return np.array(
-        [
-            [c + omc * (v1 * v1), omc_v1v2 - s_v3, omc_v1v3 + s_v2],
-            [omc_v1v2 + s_v3, c + omc * (v2 * v2), omc_v2v3 - s_v1],
-            [omc_v1v3 - s_v2, omc_v2v3 + s_v1, c + omc * (v3 * v3)],
-        ],
-        dtype=np.float64,
-    )
+def mosaic_rotation_umat(mosaicity_rad: float, state: Ran1State) -> np.ndarray:
+    """A random rotation within a spherical cap; nanoBragg's ``mosaic_rotation_umat``.
+
+    The axis and the factor come from :func:`_mosaic_draw` (exactly three
+    ``ran1`` draws from ``state``); the angle is ``mosaicity * factor`` with
+    C's float rounding (the parameter is a ``float``, the product is float).
+    The matrix is the axis-angle (Rodrigues) rotation, returned row-major as C
+    fills ``umat[0..8]``.
+    """
+    (v1, v2, v3), factor = _mosaic_draw(state)
+    rot = float(np.float32(np.float32(mosaicity_rad) * factor))
+    return np.array(axis_angle_rows(v1, v2, v3, math.cos(rot), math.sin(rot)), dtype=np.float64)
+
+
+def mosaic_domain_draws(n_domains: int, seed: int, state=None):
+    """The draws behind :func:`mosaic_domain_umats`, without the spread.
+
+    Returns ``(axes, factors)``, shapes ``(n_domains, 3)`` and ``(n_domains,)``:
+    domain ``m``'s unit rotation axis and ``powf(1 - r3**2, 1/3)`` (its angle is
+    the spread times the factor).  Domain 0's factor is 0: C overwrites that
+    domain with the identity.  Same seed and ``state`` rules as
+    :func:`mosaic_domain_umats`.
+    """
+    stream = Ran1State(_check_seed(seed), as_statics(state))
+    n = int(n_domains)
+    axes, factors = np.zeros((n, 3)), np.zeros(n)
+    for d in range(n):
+        axes[d], factors[d] = _mosaic_draw(stream)
+    if n:
+        factors[0] = 0.0
+    return axes, factors
 
 
 def mosaic_domain_umats(spread_rad: float, n_domains: int, seed: int, state=None) -> np.ndarray:
