@@ -497,13 +497,19 @@ def _probe_out_of_range(cfg: RenderConfig, big):
     return _Body(prepare, apply, ("first_e", "first_hkl"), True)
 
 
-def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
-    dtype = scene.pix0_m.dtype
+def _block_active(cfg: RenderConfig, mask, block_index):
+    """Fast/slow indices of a block and which of its pixels render (row exists, mask not 0)."""
     fast, slow, in_rows = _block_pixels(cfg, block_index)
     active = in_rows
     if mask is not None:
         rows = jnp.clip(slow[:, 0], 0, cfg.spixels - 1)
         active = active & (mask[rows][:, fast[0]] != 0)
+    return fast, slow, active
+
+
+def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
+    dtype = scene.pix0_m.dtype
+    fast, slow, active = _block_active(cfg, mask, block_index)
     states, alt_states, lead, end_state = _phi_states(scene, cfg, carry.phi_state)
     n_domains = scene.mosaic_umats.shape[0]
     eval_dtype = jnp.dtype(cfg.evaluation_dtype) if cfg.evaluation_dtype else dtype

@@ -378,15 +378,6 @@ def _safe_log(x):
     return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def _block_geometry(cfg: engine.RenderConfig, mask, block_index, dtype):
-    fast, slow, in_rows = engine._block_pixels(cfg, block_index)
-    active = in_rows
-    if mask is not None:
-        rows = jnp.clip(slow[:, 0], 0, cfg.spixels - 1)
-        active = active & (mask[rows][:, fast[0]] != 0)
-    return fast, slow, active
-
-
 def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, active):
     """Per pixel: Ω (first sub-pixel), P (first uncut sub-pixel and source), C (last layer)."""
     dtype = fast.dtype
@@ -435,7 +426,7 @@ _LATTICE_LEAVES = ("n_cells", "fudge", "reciprocal_A", "default_F")
 def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
     """Scene cotangent of ⟨g, image⟩ restricted to one row block."""
     dtype = scene.pix0_m.dtype
-    fast_i, slow_i, active = _block_geometry(cfg, mask, block_index, dtype)
+    fast_i, slow_i, active = engine._block_active(cfg, mask, block_index)
     fast, slow = fast_i.astype(dtype), slow_i.astype(dtype)
     rows = jnp.clip(slow_i[:, 0], 0, cfg.spixels - 1)
     g_blk = jnp.where(active, g[rows][:, fast_i[0]], 0.0)
