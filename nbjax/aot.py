@@ -90,11 +90,12 @@ def render(scene, cfg, mask=None, *, cache_dir: str | None):
 
 
 def _write(path, data):
+    """Keep ``data`` at ``path`` if the cache folder can take it (a cache: failure costs nothing)."""
+    from nbjax.errors import InputError
+    from nbjax.io.atomic import atomic_write
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except OSError:
+        atomic_write(path, data)
+    except (OSError, InputError):
         pass

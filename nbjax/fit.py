@@ -66,12 +66,9 @@ no default schedule) remain available for custom schedules.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shlex
-import sys
-import time
 from typing import NamedTuple
 
 import numpy as np
@@ -79,7 +76,7 @@ import numpy as np
 from nbjax.errors import InputError
 
 __all__ = ["Stage", "DEFAULT_SCHEDULE", "FitResult", "fit", "fit_args", "load_observed", "physical_units",
-           "equivalent_args", "result_dict", "main"]
+           "equivalent_args", "result_dict", "refine_groups"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,44 +132,34 @@ class FitResult(NamedTuple):
 
 
 def load_observed(path, shape, adc_offset=0.0) -> np.ndarray:
-    """An observed image as float64 (slow, fast).
+    """An observed image as float64 (slow, fast), read by :func:`nbjax.io.images.read_image`.
 
     SMV images (recognised by their header) have ``adc_offset`` subtracted
-    (nanoBragg adds ``-adc``, default 40, to its integer images); ``.npy``
-    files are read with NumPy; anything else is a raw float32 image of the
-    given shape (nanoBragg's ``-floatfile``).
+    (nanoBragg adds ``-adc``, default 40, to its integer images) and are
+    clipped at 0; PGM and ``.npy`` files are taken as they are; anything else
+    is a raw float32 image of the given shape (nanoBragg's ``-floatfile``).
     """
-    from nbjax.io import floatimage, smv
+    from nbjax.io.images import image_kind, read_image
 
     source = os.fspath(path)
     try:
-        with open(source, "rb") as handle:
-            head = handle.read(16)
-    except OSError as error:
-        raise InputError(f"--observed {source}: {error.strerror or error}") from None
-    if head.startswith(b"{") and b"HEADER_BYTES" in head:
-        image = smv.read_smv(source)
-        data = np.asarray(image.data, np.float64) - float(adc_offset)
-        if data.shape != tuple(shape):
-            raise InputError(f"--observed {source}: SMV image is {image.width}x{image.height} pixels, "
-                             f"the model has {shape[1]}x{shape[0]}")
-        return np.maximum(data, 0.0)
-    if source.endswith(".npy"):
-        try:
-            data = np.asarray(np.load(source), np.float64)
-        except (OSError, ValueError) as error:
-            raise InputError(f"--observed {source}: not a readable .npy file ({error})") from None
-        if data.shape != tuple(shape):
-            raise InputError(f"--observed {source}: array has shape {data.shape}, the model {tuple(shape)}")
-        return data
-    return np.asarray(floatimage.read_float_image(source, shape=shape), np.float64)
+        kind = image_kind(source)
+        data = read_image(source, tuple(shape))
+    except InputError as error:
+        raise InputError(f"--observed {error}") from None
+    if data.shape != tuple(shape):
+        raise InputError(f"--observed {source}: the image is {data.shape[-1]}x{data.shape[0] if data.ndim == 2 else 1} "
+                         f"pixels (fast x slow), the model has {shape[1]}x{shape[0]}")
+    if kind == "smv":
+        return np.maximum(data - float(adc_offset), 0.0)
+    return data
 
 
 # --------------------------------------------------------------------------
 # parameter vectors
 
 
-def _groups(refine) -> tuple:
+def refine_groups(refine) -> tuple:
     from nbjax import params as P
 
     if isinstance(refine, str):
@@ -465,7 +452,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
         raise InputError("fit: enable float64 first (jax.config.update('jax_enable_x64', True))")
     if loss not in ("poisson", "lsq"):
         raise InputError(f"--loss: expected poisson or lsq, got {loss!r}")
-    groups = _groups(refine)
+    groups = refine_groups(refine)
     if "cell" in groups and config.crystal_from == "matrix":
         params, config = P.as_cell_crystal(params, config)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
@@ -767,35 +754,7 @@ def equivalent_args(argv, params, config, groups) -> list:
 
 
 # --------------------------------------------------------------------------
-# the command
-
-
-FIT_OPTIONS = {
-    "--observed": 1, "--refine": 1, "--loss": 1, "--out": 1, "--max-iter": 1, "--schedule": 1,
-    "--fitted": 1, "--pedestal": 1, "--quiet": 0, "--debug": 0, "--no-compile-cache": 0,
-}
-FIT_USAGE = """\
-usage: nbjax fit --observed IMAGE --refine LIST [nanoBragg options] [fit options]
-
-Refines the parameter groups in LIST (comma-separated: cell, misset, N,
-distance, beam_center, detector_rot, twotheta, wavelength, scale, mosaic) of the
-model the nanoBragg options describe so that its image matches IMAGE (a float
-image of the detector's shape, an SMV image -- its -adc offset is subtracted --
-or a .npy array).  -roi and -mask are honoured.  Give the -oversample the
-observed image was rendered with: nanoBragg's automatic choice depends on N
-and the cell, and the fit keeps the starting model's sampling throughout.
-
-fit options:
-  --loss poisson|lsq    Poisson deviance (default) or least squares
-  --out FILE            result JSON (default: fit_result.json)
-  --max-iter N          iterations of the final L-BFGS stage (default 60)
-  --schedule S          default (coarse-to-fine, see docs/fitting.md) or polish
-                        (the final stage only: for a starting model already
-                        within a fraction of a pixel)
-  --pedestal P          photons added to the model in the Poisson loss
-  --fitted FILE         also write the fitted image as a float file
-  --quiet               no progress lines
-"""
+# from nanoBragg's arguments
 
 
 def fit_args(argv, observed_path, refine, *, loss="poisson", schedule=DEFAULT_SCHEDULE, progress=None,
@@ -807,61 +766,3 @@ def fit_args(argv, observed_path, refine, *, loss="poisson", schedule=DEFAULT_SC
     observed = load_observed(observed_path, model.config.shape, adc_offset=model.experiment.outputs.adc_offset)
     return fit(observed, model.params, model.config, refine, mask=model.mask, loss=loss, schedule=schedule,
                progress=progress, pedestal=pedestal, observed_name=f"--observed {observed_path}")
-
-
-def main(argv) -> int:
-    from nbjax.cli import positive_int_option, setup_jax, split_options
-
-    argv = list(argv)
-    if not argv or argv[0] in ("-h", "--help", "-help"):
-        print(FIT_USAGE)
-        return 0 if argv else 2
-    options, cargs = split_options(argv, known=FIT_OPTIONS)
-    for required in ("--observed", "--refine"):
-        if required not in options:
-            raise InputError(f"fit: {required} is required (see 'nbjax fit --help')")
-    loss = options.get("--loss", "poisson")
-    if loss not in ("poisson", "lsq"):
-        raise InputError(f"--loss: expected poisson or lsq, got {loss!r}")
-    groups = _groups(options["--refine"])
-    schedule_name = options.get("--schedule", "default")
-    if schedule_name not in ("default", "polish"):
-        raise InputError(f"--schedule: expected default or polish, got {schedule_name!r}")
-    schedule = DEFAULT_SCHEDULE if schedule_name == "default" else POLISH_ONLY
-    max_iter = positive_int_option(options, "--max-iter")
-    if max_iter is not None:
-        schedule = schedule[:-1] + (dataclasses.replace(schedule[-1], max_iter=max_iter),)
-    pedestal = None
-    if "--pedestal" in options:
-        from nbjax.io.numbers import parse_float
-
-        pedestal = parse_float(options["--pedestal"], "--pedestal")
-        if not (pedestal > 0 and math.isfinite(pedestal)):
-            raise InputError(f"--pedestal: must be a positive number, got {options['--pedestal']}")
-    from nbjax.cli import OutputSet
-
-    for name, default in (("--out", "fit_result.json"), ("--fitted", None)):
-        if options.get(name, default) is not None:  # fail now, not after the fit
-            OutputSet.check(options.get(name, default), name)
-    quiet = bool(options.get("--quiet"))
-    setup_jax(options)
-    started = time.perf_counter()
-    say = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
-    result = fit_args(cargs, options["--observed"], groups, loss=loss, schedule=schedule, progress=say,
-                      pedestal=pedestal)
-    out = result_dict(result, cargs)
-    out["seconds"] = round(time.perf_counter() - started, 3)
-    from nbjax.io.atomic import atomic_write
-
-    path = options.get("--out", "fit_result.json")
-    atomic_write(path, (json.dumps(out, indent=2) + "\n").encode())
-    if "--fitted" in options:
-        from nbjax.io import floatimage
-
-        floatimage.write_float_image(options["--fitted"], result.image)
-    if not quiet:
-        for key, value in out.items():
-            if key not in ("nanobragg_args",):
-                print(f"{key}: {value}")
-        print(f"wrote {path}", file=sys.stderr)
-    return 0

@@ -242,7 +242,7 @@ def test_flag_reference_lists_every_option():
     from conftest import ROOT
 
     text = (ROOT.parent / "docs" / "flags.md").read_text()
-    from nbjax import cli
+    from nbjax.commands import options
 
-    missing = [name for name in cflags.OPTION_NAMES + list(cli.NBJAX_OPTIONS) if f"`{name}`" not in text]
+    missing = [name for name in cflags.OPTION_NAMES + list(options.NBJAX_OPTIONS) if f"`{name}`" not in text]
     assert not missing

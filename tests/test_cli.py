@@ -338,7 +338,9 @@ def test_render_with_progress_bar_gives_the_same_image(in_inputs_dir, capsys, mo
         return real_blocks(*args, **kwargs)
 
     monkeypatch.setattr(engine, "render_blocks", counting)
-    monkeypatch.setattr(cli, "setup_jax", lambda options, synchronous_cpu=False: __import__("jax"))
+    from nbjax.commands import render
+
+    monkeypatch.setattr(render, "setup_jax", lambda options, synchronous_cpu=False: __import__("jax"))
     code, _, _ = run(GOOD + ["--block-rows", "8"], capsys)
     assert code == 0 and len(calls) == 1
     np.testing.assert_array_equal(np.fromfile(in_inputs_dir / "floatimage.bin", np.float32), plain)

@@ -24,14 +24,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import INPUTS
-from nbjax import cflags, cli, compare, experiment
+from nbjax import cflags, cli, experiment
+from nbjax.commands import compare as compare_command
+from nbjax.commands import options
 from nbjax.errors import InputError
 from nbjax.io import nanobragg_header, write_smv
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                       HealthCheck.too_slow, HealthCheck.data_too_large])
 
-FLAGS = sorted(set(cflags.OPTION_NAMES) | set(cli.NBJAX_OPTIONS))
+FLAGS = sorted(set(cflags.OPTION_NAMES) | set(options.NBJAX_OPTIONS))
 FILES = ["tiny.hkl", "tiny.mat", "tiny.img", "tiny_mask.img", "sources.txt", "zero_source.txt",
          "garbage.bin", "empty.txt", "bad.hkl", "bad.mat", "missing.file", "Fdump.bin", "", "."]
 WORDS = ["", " ", "-", "--", "nan", "-nan", "inf", "-inf", "infinity", "1e999", "-1e999", "0x1p3", "1e",
@@ -154,9 +156,9 @@ def test_every_flag_with_any_values(flag, values):
 @given(argv=argument_lists)
 def test_nbjax_option_splitter_raises_only_input_errors(argv):
     def split_and_check(argv):
-        options, _ = cli.split_options(argv)
-        cli.positive_int_option(options, "--block-rows")
-        cli.positive_int_option(options, "--devices", 1)
+        found, _ = options.split_options(argv)
+        options.positive_int_option(found, "--block-rows")
+        options.positive_int_option(found, "--devices", 1)
 
     _only_input_errors(split_and_check, argv)
 
@@ -165,8 +167,8 @@ def test_nbjax_option_splitter_raises_only_input_errors(argv):
 @given(argv=argument_lists)
 def test_compare_options_raise_only_input_errors(argv):
     def parse(argv):
-        shape, rest = compare._shape_option(list(argv))
-        cli.split_options(rest, {"--json": 0, "--png": 1})
+        shape, rest = compare_command._shape_option(list(argv))
+        options.split_options(rest, {"--json": 0, "--png": 1})
 
     _only_input_errors(parse, argv)
 

@@ -50,7 +50,7 @@ def _create_temporary(target: str) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file next to {target}")
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(path)
 
@@ -77,20 +77,20 @@ def atomic_open(path, mode: str = "wb") -> Iterator[IO]:
         handle = os.fdopen(fd, mode)
     except BaseException:
         os.close(fd)
-        _remove_quietly(temporary)
+        remove_quietly(temporary)
         raise
     try:
         yield handle
     except BaseException:
         with contextlib.suppress(OSError):
             handle.close()
-        _remove_quietly(temporary)
+        remove_quietly(temporary)
         raise
     try:
         handle.close()
         os.replace(temporary, target)
     except OSError as error:
-        _remove_quietly(temporary)
+        remove_quietly(temporary)
         raise InputError(f"{target}: cannot write: {_describe(error)}") from error
 
 

@@ -15,7 +15,7 @@ import shutil
 
 from nbjax.errors import InputError
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples_data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples_data")
 
 SUPERVISOR_ARGS = (
     "-mat A.mat -hkl scaled.hkl -nonoise -nointerpolate -oversample 1 -exposure 1 -flux 1e18 "
@@ -29,7 +29,8 @@ SUPERVISOR_ARGS = (
 
 
 def main(argv) -> int:
-    from nbjax.cli import render_command, split_options
+    from nbjax.commands.options import split_options
+    from nbjax.commands.render import render_command
 
     options, rest = split_options(argv, {"--out": 1, "--c-parity": 0, "--precision": 1, "--quiet": 0,
                                          "--no-compile-cache": 0})

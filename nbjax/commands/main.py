@@ -1,0 +1,121 @@
+"""The ``nbjax`` command's entry point: usage, dispatch to a subcommand, exit status.
+
+``nbjax [nanoBragg flags]`` renders one image (:mod:`nbjax.commands.render`);
+``nbjax example``, ``nbjax compare`` and ``nbjax fit`` are the subcommands.
+Every error a user can cause is an :class:`~nbjax.errors.InputError`: one line
+on stderr and exit status 2.  Anything else is reported as an internal error
+(exit 1) unless ``--debug`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from nbjax.errors import InputError
+
+USAGE = """\
+usage: nbjax [nanoBragg options] [nbjax options]
+       nbjax example [--out DIR]          render the bundled example
+       nbjax compare A B [options]        compare two images
+       nbjax fit --observed IMAGE --refine LIST [nanoBragg options]
+
+nanoBragg options are the single-dash flags of nanoBragg.c (-mat, -hkl, -cell,
+-lambda, -distance, -detpixels, -floatfile, ...) with the same meaning; see
+docs/cli.md for the full table.
+
+nbjax options:
+  --c-parity                 reproduce released nanoBragg.c, quirks included
+                             (phi=0 carry-over, compounding -oversample_* factors)
+  --phi-carryover-mode M     spec (default) or c-parity, the phi part alone
+  --accumulation M           spec (default) or c-parity, the -oversample_* part alone
+  --interpolation-fallback M c (default: switch interpolation off for the rest
+                             of the image, as nanoBragg) or point (nearest
+                             neighbour just where the neighbourhood leaves the table)
+  --precision P              double (default) or single
+  --rng R                    c (default: nanoBragg's exact noise stream) or jax
+  --block-rows N             rows per render block (memory vs speed)
+  --devices N                render across N local devices (rows sharded)
+  --no-compile-cache         do not use the persistent compilation cache
+                             (default dir: $NBJAX_CACHE_DIR or ~/.cache/nbjax)
+  --preview PNG              also write a log-scaled PNG preview (beam centre marked)
+  --npy FILE                 also write the float image as a NumPy .npy file
+  --cbffile FILE             also write the -intfile pixels as a Pilatus-style
+                             miniCBF (needs fabio: pip install 'nbjax[interop]')
+  --quiet                    print nothing but errors (no summary, no progress bar)
+  --debug                    show Python tracebacks
+  -h, --help                 this help
+
+A progress bar (stderr) appears on renders that run longer than a second when
+stderr is a terminal; -noprogress or --quiet turn it off.  Output files appear
+together at the end of a successful run; a failed or interrupted run leaves
+none of them.  Exit status: 0 success, 2 bad input (one line on stderr),
+1 internal error, 130 interrupted.
+"""
+
+
+SUBCOMMAND_HELP = {
+    "example": "usage: nbjax example [--out DIR] [--c-parity] [--precision P] [--quiet] [--no-compile-cache]\n"
+               "render the bundled example (the 2463x2527 'supervisor' image) into DIR (default ./nbjax-example)",
+    "compare": "usage: nbjax compare A B [--shape SLOW FAST | -detpixels_x F -detpixels_y S] [--json] [--png FILE]\n"
+               "compare image B with the reference A (float32 files need a shape unless the other image is\n"
+               "SMV, PGM or .npy, which carry theirs); prints pearson_r, sum_ratio, max_rel_err, rmse and\n"
+               "mean_peak_distance; --png draws A, B, B-A and radial profiles",
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug and argv[0] in ("example", "compare", "fit"):
+        argv = [a for a in argv if a != "--debug"]  # the subcommands' own options do not include it
+    if not argv or argv[0] in ("-h", "--help", "-help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] in SUBCOMMAND_HELP and any(a in ("-h", "--help") for a in argv[1:]):
+        print(SUBCOMMAND_HELP[argv[0]])
+        return 0
+    try:
+        if argv[0] == "example":
+            from nbjax.commands import example
+
+            return example.main(argv[1:])
+        if argv[0] == "compare":
+            from nbjax.commands import compare
+
+            return compare.main(argv[1:])
+        if argv[0] == "fit":
+            from nbjax.commands import fit
+
+            return fit.main(argv[1:])
+        from nbjax.commands.render import render_command
+
+        return render_command(argv)
+    except InputError as error:
+        if debug:
+            raise
+        print(f"nbjax: error: {error}", file=sys.stderr)
+        return InputError.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("nbjax: interrupted (no output files written)", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if debug:
+            raise
+        print("nbjax: error: out of memory (try a smaller --block-rows)", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug in nbjax, or the machine ran out of something
+        if debug:
+            raise
+        text = " ".join(str(error).split())[:300]
+        if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+            print(f"nbjax: error: out of device memory (try a smaller --block-rows): {text}", file=sys.stderr)
+        else:
+            print(f"nbjax: internal error: {type(error).__name__}: {text} "
+                  "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""``nbjax [nanoBragg flags]``: one image, as nanoBragg renders and writes it.
+
+Reads the single-dash flags exactly as nanoBragg.c does (:mod:`nbjax.cflags`),
+sets the experiment up (:mod:`nbjax.experiment`), renders it
+(:mod:`nbjax.engine`) and writes the same files nanoBragg writes (float image,
+SMV integer image, PGM, noise image) with the same default names, printing
+nanoBragg's summary lines.  No physics lives here.  Every output name is
+checked before the render, and the files are written under temporary names
+and renamed together at the end (:class:`nbjax.io.outputs.OutputSet`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+from nbjax.commands.options import Printer, compile_cache_dir, modes, positive_int_option, setup_jax, split_options
+from nbjax.errors import InputError
+from nbjax.io.outputs import OutputSet
+
+
+def _settings(cargs):
+    """nanoBragg's variables for the flags (validated; -img/-mask headers not read)."""
+    from nbjax import cflags
+
+    return cflags.parse(cargs)
+
+
+def render_command(argv) -> int:
+    options, cargs = split_options(argv)
+    quiet = bool(options.get("--quiet"))
+    say = Printer(quiet)
+    from nbjax import progress
+
+    devices = positive_int_option(options, "--devices", 1)
+    show_bar = devices == 1 and progress.wanted(quiet=quiet, meter=_settings(cargs).progress_meter)
+    jax = setup_jax(options, synchronous_cpu=show_bar)
+    # missing optional packages are refused before rendering, not after
+    if "--cbffile" in options:
+        _fabio_cbf()
+    if "--preview" in options:
+        from nbjax import pictures
+
+        pictures.require_matplotlib()
+    import jax.numpy as jnp
+
+    from nbjax import experiment
+
+    accumulation, phi_carryover = modes(options)
+    exp = experiment.build(
+        cargs,
+        accumulation=accumulation,
+        phi_carryover=phi_carryover,
+        interpolation_fallback=options.get("--interpolation-fallback", "c"),
+        # single precision: float32 per-evaluation arithmetic, float64 pixel geometry
+        dtype=jnp.float64,
+        evaluation_dtype="float32" if options.get("--precision") == "single" else None,
+        block_rows=positive_int_option(options, "--block-rows"),
+    )
+    # nanoBragg keeps a float image: render straight into float32
+    exp = dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
+    if devices > len(jax.devices()):
+        raise InputError(f"--devices: {devices} requested but only {len(jax.devices())} available")
+    _check_sources(exp)
+    out = exp.outputs
+    files = OutputSet()
+    # every output name is checked before the render, so a typo costs nothing
+    targets = [(out.floatfile, "-floatfile"), (out.intfile, "-intfile")]
+    targets += [(out.pgmfile, "-pgmfile")] if out.pgmfile is not None else []
+    targets += [(out.noisefile, "-noisefile")] if out.noisefile is not None else []
+    targets += [(options[k], k) for k in ("--npy", "--preview", "--cbffile") if k in options]
+    for target, what in targets:
+        OutputSet.check(target, what)
+
+    say("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 (nbjax engine)")
+    for line in exp.log:
+        say(line)
+    for line in exp.warnings:
+        say(line)
+    for note in exp.notes:
+        say.note(note)
+    try:
+        _render_and_write(options, exp, files, say, show_bar=show_bar, devices=devices)
+        for warning in files.commit():
+            say(warning)
+    except BaseException:
+        files.discard()
+        raise
+    return 0
+
+
+def _render_and_write(options, exp, files, say, *, show_bar, devices):
+    """Render ``exp`` and write its files under ``files``' temporary names."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nbjax import engine, products, progress
+    from nbjax.io import floatimage, pgm, smv
+    from nbjax.io.fdump import write_fdump
+
+    if exp.fdump is not None:
+        # nanoBragg writes its structure-factor cache before rendering; nbjax
+        # writes it with the other outputs, so a failed run leaves none behind
+        path, table = exp.fdump
+        temporary = files.reserve(path, "-dump", optional=True)
+        written = False
+        if temporary is not None:
+            try:
+                write_fdump(temporary, table)
+                written = True
+            except InputError:
+                files.drop(temporary)
+        if not written:
+            say(f"WARNING: unable to open dump file: {path}")  # nanoBragg goes on without it
+
+    mask = None if exp.mask is None else jnp.asarray(exp.mask)
+    started = time.perf_counter()
+    if devices > 1:
+        from nbjax import sharding
+
+        result = sharding.render_sharded(exp.scene, exp.config, mask, devices=devices)
+    elif show_bar and engine.n_blocks(exp.config) > 1:
+        with progress.Bar(engine.n_blocks(exp.config), "rendering", unit="block") as bar:
+            result = engine.render_blocks(exp.scene, exp.config, mask, on_block=bar.update_to)
+            result.image.block_until_ready()
+    elif compile_cache_dir(options) is not None:
+        from nbjax import aot  # the lowered renderer kept next to the compiled one: a faster start
+
+        result = aot.render(exp.scene, exp.config, mask, cache_dir=compile_cache_dir(options))
+    else:
+        result = engine.render(exp.scene, exp.config, mask)
+    image = np.asarray(result.image, dtype=np.float32)
+    elapsed = time.perf_counter() - started
+    interp = np.asarray(result.interpolation_off_at)
+    if interp[0]:
+        say("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
+            % (interp[1], interp[2], interp[3], interp[4], interp[5], interp[6]))
+        say("WARNING: further warnings will not be printed! ")
+    say()
+    steps = exp.header["steps"]
+    omega_sum = float(result.omega_sum)
+    say(f"solid angle subtended by detector = {omega_sum / steps:g} steradian ( {100 * omega_sum / steps / 4 / math.pi:g}% sphere)")
+    say.note(f"rendered in {elapsed:.3f} s")
+    if not np.all(np.isfinite(image)):
+        say.note("WARNING: the image has NaN or infinite pixels (check the geometry and the inputs)")
+
+    roi = exp.header["roi"]
+    out = exp.outputs
+    stats = products.statistics(image, roi, exp.mask, pixel_size_m=exp.header["pixel_size_m"],
+                                oversample=exp.header["oversample"])
+    say(f"writing {out.floatfile} as {image.size} 4-byte floats")
+    floatimage.write_float_image(files.reserve(out.floatfile, "-floatfile"), image)
+    if "--npy" in options:
+        from nbjax.io.atomic import atomic_open
+
+        with atomic_open(files.reserve(options["--npy"], "--npy")) as handle:
+            np.save(handle, image)
+    say(f"max_I = {stats.max_I:g}  at {stats.max_I_x_m:g} {stats.max_I_y_m:g}")
+    say(f"mean= {stats.mean:g} rms= {stats.rms:g} rmsd= {stats.rmsd:g}")
+    scale = products.int_scale(out.intfile_scale, stats.max_I)
+    say(f"intfile_scale = {scale:g}")
+    header = smv.nanobragg_header(**_header_fields(exp.header))
+    say(f"writing {out.intfile} as 2-byte integers")
+    int_pixels = products.int_image(image, roi, scale, out.adc_offset)
+    smv.write_smv(files.reserve(out.intfile, "-intfile"), int_pixels, header)
+    if "--cbffile" in options:
+        _write_cbf(files.reserve(options["--cbffile"], "--cbffile"), int_pixels, exp)
+    if out.pgmfile is not None:
+        pscale = products.pgm_scale(out.pgm_scale, scale, stats.rmsd)
+        say(f"pgm_scale = {pscale:g}")
+        say(f"writing {out.pgmfile} as 1-byte integers")
+        pgm.write_pgm(files.reserve(out.pgmfile, "-pgmfile"), products.pgm_image(image, roi, pscale), pscale)
+    if out.noisefile is not None:
+        from nbjax.physics import noise
+
+        if options.get("--rng") == "jax":
+            key = jax.random.PRNGKey(abs(int(out.noise_seed)) % (2**32))
+            noisy, photons, overloads = noise.noise_image_jax(image, key, adc_offset=out.adc_offset, roi=roi)
+        else:
+            noisy, photons, overloads = noise.noise_image_c(image, out.noise_seed, adc_offset=out.adc_offset,
+                                                            roi=roi, state=exp.rng_state)
+        say(f"{photons:.0f} photons on noise image ({overloads} overloads)")
+        say(f"writing {out.noisefile} as 2-byte integers")
+        smv.write_smv(files.reserve(out.noisefile, "-noisefile"), np.asarray(noisy, dtype=np.uint16), header)
+    if "--preview" in options:
+        from nbjax import pictures
+
+        pictures.write_preview(files.reserve(options["--preview"], "--preview"), image,
+                               beam_center_px=_beam_px(exp))
+
+
+def _check_sources(exp):
+    """Every source must give the beam a direction (a -sourcefile line at 0 0 0 does not)."""
+    import numpy as np
+
+    incident = np.asarray(exp.scene.incident, dtype=np.float64).reshape(-1, 3)
+    if incident.size and not np.all(np.any(incident != 0.0, axis=1)):
+        row = int(np.argmin(np.any(incident != 0.0, axis=1)))
+        raise InputError(f"-sourcefile: source {row + 1} sits at the sample (position 0 0 0): it gives no beam direction")
+
+
+def _fabio_cbf():
+    try:
+        from fabio import cbfimage
+    except ImportError:
+        raise InputError("--cbffile: CBF output needs fabio: pip install 'nbjax[interop]'") from None
+    return cbfimage
+
+
+def _write_cbf(path, pixels, exp):
+    """The integer image as a Pilatus-style miniCBF (byte-offset compressed, int32)."""
+    import numpy as np
+
+    h = exp.header
+    px_m = h["pixel_size_mm"] / 1000.0
+    beam_fast, beam_slow = _beam_px(exp)
+    contents = "\n".join([
+        "# Detector: nbjax simulated detector (nanoBragg)",
+        f"# Pixel_size {px_m:.6g} m x {px_m:.6g} m",
+        f"# Wavelength {h['wavelength_A']:.8g} A",
+        f"# Detector_distance {h['distance_mm'] / 1000.0:.8g} m",
+        f"# Beam_xy ({beam_fast:.4f}, {beam_slow:.4f}) pixels",
+        f"# Start_angle {h['osc_start_deg']:.6g} deg.",
+        f"# Angle_increment {h['osc_range_deg']:.6g} deg.",
+        f"# Detector_2theta {h['twotheta_deg']:.6g} deg.",
+    ])
+    image = _fabio_cbf().CbfImage(
+        data=np.ascontiguousarray(pixels, dtype=np.int32),
+        header={"_array_data.header_convention": "PILATUS_1.2", "_array_data.header_contents": contents},
+    )
+    try:
+        image.write(path)
+    except OSError as error:
+        raise InputError(f"--cbffile: cannot write {path}: {error.strerror or error}") from None
+
+
+def _header_fields(header):
+    keys = ("fpixels", "spixels", "pixel_size_mm", "distance_mm", "wavelength_A", "beam_center_x_mm",
+            "beam_center_y_mm", "adxv_center_x_mm", "adxv_center_y_mm", "mosflm_center_x_mm",
+            "mosflm_center_y_mm", "denzo_x_beam_mm", "denzo_y_beam_mm", "dials_origin_mm", "xds_orgx",
+            "xds_orgy", "close_distance_mm", "phi_deg", "osc_start_deg", "osc_range_deg", "twotheta_deg")
+    return {k: header[k] for k in keys}
+
+
+def _beam_px(exp):
+    """Direct-beam position (fast, slow) in pixels from the first pixel's outer corner."""
+    px = exp.header["pixel_size_mm"]
+    return exp.header["adxv_center_x_mm"] / px, exp.header["spixels"] - exp.header["adxv_center_y_mm"] / px
