@@ -42,6 +42,7 @@ from nbjax.io import smv as smv_io
 from nbjax.io.fdump import read_fdump, write_fdump
 from nbjax.io.sourcefile import read_sourcefile
 from nbjax.physics import rng, sources
+from nbjax.physics.ran1 import CStatics
 
 DBL_MIN = 2.2250738585072014e-308
 
@@ -384,7 +385,7 @@ def build(
             interpolate = 0
 
     # ---- unit cell and orientation ------------------------------------------------
-    rng_state = rng.CStatics()
+    rng_state = CStatics()
     misset_mode = st.misset_mode
     misset = list(st.misset_rad)
     seed = st.seed if st.seed is not None else -int(now if now is not None else time.time())

@@ -24,7 +24,7 @@ from nbjax.physics.noise import (
     poisson_deviates_jax,
     resolve_roi,
 )
-from nbjax.physics.rng import CStatics, Ran1State
+from nbjax.physics.ran1 import CStatics, Ran1State
 
 GOLDEN = Path(__file__).parent / "golden" / "cases" / "p40_noise_seeded"
 

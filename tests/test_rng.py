@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 
 from nbjax.constants import RTD
-from nbjax.physics.rng import (
-    CStatics,
-    Ran1State,
-    mosaic_domain_umats,
-    mosaic_rotation_umat,
-    powf,
-    ran1,
-    random_misset,
-    umat2misset,
-)
+from nbjax.geometry.rotation import umat2misset
+from nbjax.physics.ran1 import CStatics, Ran1State, ran1
+from nbjax.physics.rng import mosaic_domain_umats, mosaic_rotation_umat, powf, random_misset
 
 # first ten ran1() values of a fresh process, and the seed variable afterwards
 RAN1_REF = {
@@ -53,14 +46,19 @@ def test_ran1_first_values_bit_exact(seed):
     assert state.idum == final_idum
 
 
-def test_ran1_batch_equals_single_draws():
+def test_compiled_ran1_equals_python_draws():
+    """noise.ran1_many (ran1_step compiled by numba, the noise stream's generator) against ran1 in Python."""
+    from nbjax.physics.noise import ran1_many
+
     a, b = Ran1State(-4242), Ran1State(-4242)
-    batch = ran1(a, 1000)
+    box = np.array([a.idum], dtype=np.int64)
+    compiled = ran1_many(box, a.shared.ints, 1000)
     single = np.array([ran1(b) for _ in range(1000)], dtype=np.float32)
-    np.testing.assert_array_equal(batch, single)
-    assert a.idum == b.idum
+    np.testing.assert_array_equal(compiled.view(np.uint32), single.view(np.uint32))
+    assert int(box[0]) == b.idum
     np.testing.assert_array_equal(a.shared.ints, b.shared.ints)
-    assert batch.min() > 0 and batch.max() < 1
+    assert compiled.min() > 0 and compiled.max() < 1
+    np.testing.assert_array_equal(ran1(Ran1State(-4242), 1000), single)
 
 
 def test_ran1_shared_table_positive_seed_continues():

@@ -13,6 +13,8 @@ and the rendered images agree pixel for pixel.
 * :func:`axis_angle_rows` -- the rows of a rotation matrix about a unit axis
   (``mosaic_rotation_umat``).
 * :func:`unitize` -- unit vector and length, with a finite gradient at zero.
+* :func:`umat2misset` -- back from a rotation matrix to the x, y, z angles of
+  :func:`rotate_xyz` (host-side numpy, nanoBragg's ``umat2misset``).
 
 Every function is pure and differentiable, and works on any leading batch shape.
 A vector may also be given as a tuple ``(x, y, z)`` of equally shaped arrays
@@ -21,6 +23,10 @@ result is then a tuple too.
 """
 
 from __future__ import annotations
+
+import math
+
+import numpy as np
 
 from nbjax.geometry._arrays import array_module
 
@@ -134,3 +140,73 @@ def axis_angle_rows(v1, v2, v3, c, s):
         [omc_v1v2 + s_v3, c + omc * (v2 * v2), omc_v2v3 - s_v1],
         [omc_v1v3 - s_v2, omc_v2v3 + s_v1, c + omc * (v3 * v3)],
     ]
+
+
+def umat2misset(umat) -> np.ndarray:
+    """Misset angles ``(rotx, roty, rotz)`` in radians of a rotation matrix, as C.
+
+    The rows are normalised; a zero row is replaced by the (normalised) cross
+    product of the other two -- C runs this repair twice -- and then the rows
+    are normalised again.  The angles are the x-y-z Euler decomposition
+    ``rotx = atan2(u_zy, u_zz)``, ``roty = atan2(-u_zx, hypot(u_zy, u_zz))``,
+    ``rotz = atan2(u_yx, u_xx)``, with C's special case when ``u_zx**2 >= 1``.
+    """
+    u = [float(x) for x in np.asarray(umat, dtype=np.float64).reshape(9)]
+    xx, xy, xz, yx, yy, yz, zx, zy, zz = u
+
+    def norm3(a, b, c):
+        return math.sqrt(a * a + b * b + c * c)
+
+    def unit(a, b, c):
+        m = norm3(a, b, c)
+        if m > 0:
+            return a / m, b / m, c / m
+        return a, b, c
+
+    mx, my, mz = norm3(xx, xy, xz), norm3(yx, yy, yz), norm3(zx, zy, zz)
+    if mx > 0:
+        xx, xy, xz = xx / mx, xy / mx, xz / mx
+    if my > 0:
+        yx, yy, yz = yx / my, yy / my, yz / my
+    if mz > 0:
+        zx, zy, zz = zx / mz, zy / mz, zz / mz
+
+    # at most one non-empty row: fill in the others from the identity
+    if mx >= 0 and my <= 0 and mz <= 0:
+        yx, yy, yz = 0.0, 1.0, 0.0
+        zx, zy, zz = 0.0, 0.0, 1.0
+    if mx <= 0 and my >= 0 and mz <= 0:
+        xx, xy, xz = 1.0, 0.0, 0.0
+        zx, zy, zz = 0.0, 0.0, 1.0
+    if mx <= 0 and my <= 0 and mz >= 0:
+        xx, xy, xz = 1.0, 0.0, 0.0
+        yx, yy, yz = 0.0, 1.0, 0.0
+
+    for _ in range(2):
+        x_cross_y = unit(xy * yz - xz * yy, xz * yx - xx * yz, xx * yy - xy * yx)
+        y_cross_z = unit(yy * zz - yz * zy, yz * zx - yx * zz, yx * zy - yy * zx)
+        z_cross_x = unit(zy * xz - zz * xy, zz * xx - zx * xz, zx * xy - zy * xx)
+        if mx <= 0:
+            xx, xy, xz = y_cross_z
+        if my <= 0:
+            yx, yy, yz = z_cross_x
+        if mz <= 0:
+            zx, zy, zz = x_cross_y
+
+    mx, my, mz = norm3(xx, xy, xz), norm3(yx, yy, yz), norm3(zx, zy, zz)
+    if mx > 0:
+        xx, xy, xz = xx / mx, xy / mx, xz / mx
+    if my > 0:
+        yx, yy, yz = yx / my, yy / my, yz / my
+    if mz > 0:
+        zx, zy, zz = zx / mz, zy / mz, zz / mz
+
+    if zx * zx < 1.0:
+        rotx = math.atan2(zy, zz)
+        roty = math.atan2(-zx, math.sqrt(zy * zy + zz * zz))
+        rotz = math.atan2(yx, xx)
+    else:
+        rotx = math.atan2(1, 1) * 4
+        roty = math.atan2(1, 1) * 2
+        rotz = math.atan2(xy, -yy)
+    return np.array([rotx, roty, rotz], dtype=np.float64)

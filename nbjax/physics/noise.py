@@ -43,7 +43,7 @@ keeps ``v1*fac`` for the next call.
 
 The regime statics (the last mean ``oldm`` and the derived ``g``, ``sq``,
 ``alxm``; gaussdev's spare deviate) persist across pixels and live in
-:class:`nbjax.physics.rng.CStatics`; the exact path needs them to reproduce C
+:class:`nbjax.physics.ran1.CStatics`; the exact path needs them to reproduce C
 (e.g. ``g`` is recomputed only when the mean changes from the previous pixel).
 
 Speed
@@ -99,7 +99,8 @@ import jax.numpy as jnp
 import numpy as np
 from numba import njit
 
-from nbjax.physics.rng import (
+from nbjax.physics import ran1 as _ran1
+from nbjax.physics.ran1 import (
     SLOT_ALXM,
     SLOT_G,
     SLOT_GSET,
@@ -109,13 +110,12 @@ from nbjax.physics.rng import (
     SLOT_OLDM,
     SLOT_SQ,
     Ran1State,
-    _check_seed,
     as_statics,
+    check_seed,
 )
-from nbjax.physics import rng as _rng
 
 # nanoBragg's ran1, compiled for the sequential noise loops
-ran1_step = njit(cache=True, nogil=True, inline="always")(_rng.ran1_step)
+ran1_step = njit(cache=True, nogil=True, inline="always")(_ran1.ran1_step)
 
 
 @njit(cache=True, nogil=True)
@@ -386,7 +386,7 @@ def poisson_deviates_c(mean_image: np.ndarray, seed: int, state=None) -> np.ndar
 def _run_stream(flat, seed, state, pixels_out, adc_offset):
     """Run the sequential C stream over ``flat`` means; see the public wrappers."""
     statics = as_statics(state)
-    box = np.array([_check_seed(seed)], dtype=np.int64)
+    box = np.array([check_seed(seed)], dtype=np.int64)
     if pixels_out is None:
         result = _deviates_kernel(flat, box, statics.ints, statics.floats)
     else:
