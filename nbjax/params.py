@@ -60,7 +60,7 @@ from nbjax.constants import R_E_SQR_M2, RTD
 from nbjax.errors import InputError
 from nbjax.geometry import conventions, crystal, detector
 from nbjax.geometry.conventions import Convention, Pivot
-from nbjax.geometry.rotation import axis_angle_rows, cross, dot
+from nbjax.geometry.rotation import axis_angle_rows, cross, dot, umat2misset
 from nbjax.physics import lattice, structure_factors
 
 __all__ = [
@@ -162,17 +162,71 @@ class Params:
     beam: BeamParams
 
     def replace(self, **changes) -> "Params":
-        """Copy with leaves replaced; keys are ``"section.field"`` or section names."""
+        """Copy with leaves replaced; keys are ``"section.field"`` or section names.
+
+        A new leaf takes the old leaf's dtype (a Python float stays the array
+        type it replaces, so :func:`simulate` does not recompile), and its shape
+        must be the old one, possibly with leading batch axes added (or removed).
+        """
         sections = {"crystal": self.crystal, "detector": self.detector, "beam": self.beam}
         for key, value in changes.items():
             section, _, field = key.partition(".")
             if section not in sections:
                 raise KeyError(f"no parameter section {section!r}")
             if field:
+                if field not in {f.name for f in dataclasses.fields(sections[section])}:
+                    raise KeyError(f"no parameter {key!r}")
+                value = _like(getattr(sections[section], field), value, key)
                 sections[section] = dataclasses.replace(sections[section], **{field: value})
             else:
                 sections[section] = value
         return Params(**sections)
+
+
+def _like(old, value, key):
+    """``value`` as an array of ``old``'s dtype, with ``old``'s shape up to leading batch axes.
+
+    Trees that are not parameter values (``in_axes`` trees of ints and None) are left alone.
+    """
+    if not hasattr(old, "dtype"):
+        return value
+    new = jnp.asarray(value, dtype=old.dtype)
+    old_shape, new_shape = jnp.shape(old), new.shape
+    fits = (new_shape[len(new_shape) - len(old_shape):] == old_shape if len(new_shape) >= len(old_shape)
+            else new_shape and old_shape[len(old_shape) - len(new_shape):] == new_shape)
+    if not fits:
+        raise ValueError(f"{key}: shape {new_shape} does not fit the parameter's shape {old_shape}")
+    return new
+
+
+def check_params(params: Params, config: "SimConfig") -> None:
+    """Shapes and dtypes of one (unbatched) parameter set, checked with chex when a function is traced.
+
+    Shapes are static, so this costs nothing when the compiled function runs;
+    a wrong leaf fails here with its name instead of deep inside the renderer.
+    """
+    import chex
+
+    c, d, b = params.crystal, params.detector, params.beam
+    chex.assert_shape([c.cell_A, c.cell_angles_deg, c.misset_deg, c.rotation_deg, c.n_cells, c.spindle,
+                       d.rotations_deg, d.fdet, d.sdet, d.odet, d.twotheta_axis,
+                       b.direction, b.polar_axis], (3,))
+    chex.assert_shape(c.reciprocal_A, (3, 3))
+    chex.assert_shape([d.beam_center_mm, d.near_point_mm, d.size_mm], (2,))
+    chex.assert_rank([c.fudge, c.mosaic_deg, c.default_F, d.distance_mm, d.close_distance_mm, d.twotheta_deg,
+                      d.pixel_size_mm, d.layer_thickness_m, d.mu_per_m, b.wavelength_A, b.kahn_factor, b.fluence,
+                      b.scale, b.background_I, b.dmin_m], 0)
+    chex.assert_rank(c.F_table, 3)
+    chex.assert_equal_shape_prefix([c.mosaic_axes, c.mosaic_factors], 1)
+    chex.assert_shape(c.mosaic_axes, (None, 3))
+    chex.assert_equal_shape_prefix([b.incident, b.wavelength_factors], 1)
+    chex.assert_shape(b.incident, (None, 3))
+    if config.render.phi_zero:
+        chex.assert_shape(c.phi_rad, (len(config.render.phi_zero),))
+    if config.render.has_hkls:
+        lo, hi = config.render.hkl_min, config.render.hkl_max
+        chex.assert_shape(c.F_table, tuple(b - a + 1 for a, b in zip(lo, hi)))
+    chex.assert_type(jax.tree_util.tree_leaves(params), float)
 
 
 # --------------------------------------------------------------------------
@@ -673,6 +727,7 @@ def simulate_core(params: Params, config: SimConfig, mask=None, *, checkpoint: b
     values; forward mode (``jax.jvp``, ``jax.jacfwd``) is then unavailable.
     Configurations :func:`adjoint_supported` rejects use plain autodiff.
     """
+    check_params(params, config)
     scene = scene_from_params(params, config)
     if adjoint and adjoint_supported(config.render):
         return _render_adjoint(config.render, scene, mask)
@@ -856,8 +911,9 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
 
     # crystal: the random misset and the mosaic draws in nanoBragg's order, on one shared RNG state
     from nbjax.physics import rng
+    from nbjax.physics.ran1 import CStatics
 
-    rng_state = rng.CStatics()
+    rng_state = CStatics()
     misset_seed = st.misset_seed if st.misset_seed is not None else -int(now)
     misset_rad = [0.0, 0.0, 0.0]
     if st.misset_mode == -1:
@@ -942,8 +998,6 @@ def as_cell_crystal(params: Params, config: SimConfig):
     """
     if config.crystal_from == "cell":
         return params, config
-    from nbjax.physics import rng
-
     frame = lattice_vectors(params, config)
     real = jnp.asarray(frame.real_A, jnp.float64)
     recip = jnp.asarray(frame.reciprocal_A, jnp.float64)
@@ -957,7 +1011,7 @@ def as_cell_crystal(params: Params, config: SimConfig):
     # rows: real = standard @ U.T; U.T from the SVD of standard.T @ real
     w, _, vt = np.linalg.svd(standard.T @ np.asarray(real))
     u = (w @ vt).T
-    misset = np.asarray(rng.umat2misset(u), np.float64)
+    misset = np.asarray(umat2misset(u), np.float64)
     cell = np.asarray(cell)
     dtype = params.crystal.cell_A.dtype
     new = params.replace(**{
