@@ -1,0 +1,134 @@
+"""The house rules of the package, read from the source: imports flow one way.
+
+Every ``import`` and ``from ... import`` statement of ``nbjax/`` is collected,
+those inside functions included (a lazy import is still an import), and so are
+``importlib.import_module("...")`` calls with a literal name.  From them:
+
+* the library (everything but ``nbjax.commands``, ``nbjax.cli`` and
+  ``nbjax.__main__``) never imports the command layer;
+* no two modules import each other, directly or through others (no circle);
+* the graph the test reads is not empty (so the rules cannot pass vacuously).
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "nbjax"
+COMMAND_LAYER = ("nbjax.commands", "nbjax.cli", "nbjax.__main__")
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imported(node, here: str, is_package: bool, modules) -> list:
+    """The nbjax modules one import statement (or import_module call) brings in."""
+    names = []
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = here.split(".") if is_package else here.split(".")[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+        else:
+            module = node.module or ""
+        # "from nbjax.io import hkl" imports the module nbjax.io.hkl when there is one
+        names = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names]
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr == "import_module" and node.args and isinstance(node.args[0], ast.Constant)
+          and isinstance(node.args[0].value, str)):
+        names = [node.args[0].value]
+    return [n for n in names if n == "nbjax" or n.startswith("nbjax.")]
+
+
+def import_graph() -> dict:
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        targets = set()
+        for node in ast.walk(tree):
+            for target in _imported(node, name, path.name == "__init__.py", modules):
+                # an import of a module that is not a file here is an import of its package
+                while target not in modules and "." in target:
+                    target = target.rsplit(".", 1)[0]
+                if target != name:
+                    targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def _in(name: str, layer) -> bool:
+    return any(name == top or name.startswith(top + ".") for top in layer)
+
+
+def test_the_graph_is_read():
+    graph = import_graph()
+    assert "nbjax.engine" in graph["nbjax.experiment"]
+    assert "nbjax.commands.render" in graph["nbjax.commands.main"]  # a lazy import counts
+    assert "nbjax.io.hkl" in graph["nbjax.experiment"]  # "from nbjax.io import hkl"
+
+
+def test_the_library_never_imports_the_command_layer():
+    graph = import_graph()
+    offenders = sorted(f"{module} -> {target}" for module, targets in graph.items() if not _in(module, COMMAND_LAYER)
+                       for target in targets if _in(target, COMMAND_LAYER))
+    assert offenders == []
+
+
+def _cycles(graph) -> list:
+    """Strongly connected components with more than one module (Tarjan), package __init__s left out.
+
+    A package's ``__init__`` only re-exports (lazily) what its modules define;
+    "from nbjax.io import X" touches it without making a dependency circle.
+    """
+    packages = {name for name in graph if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").exists()}
+    nodes = [n for n in graph if n not in packages]
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w in packages:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in nodes:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles():
+    assert _cycles(import_graph()) == []
