@@ -493,29 +493,9 @@ def _fabio_cbf():
 
 def _write_cbf(path, pixels, exp):
     """The integer image as a Pilatus-style miniCBF (byte-offset compressed, int32)."""
-    import numpy as np
+    from nbjax.io import cbf
 
-    h = exp.header
-    px_m = h["pixel_size_mm"] / 1000.0
-    beam_fast, beam_slow = _beam_px(exp)
-    contents = "\n".join([
-        "# Detector: nbjax simulated detector (nanoBragg)",
-        f"# Pixel_size {px_m:.6g} m x {px_m:.6g} m",
-        f"# Wavelength {h['wavelength_A']:.8g} A",
-        f"# Detector_distance {h['distance_mm'] / 1000.0:.8g} m",
-        f"# Beam_xy ({beam_fast:.4f}, {beam_slow:.4f}) pixels",
-        f"# Start_angle {h['osc_start_deg']:.6g} deg.",
-        f"# Angle_increment {h['osc_range_deg']:.6g} deg.",
-        f"# Detector_2theta {h['twotheta_deg']:.6g} deg.",
-    ])
-    image = _fabio_cbf().CbfImage(
-        data=np.ascontiguousarray(pixels, dtype=np.int32),
-        header={"_array_data.header_convention": "PILATUS_1.2", "_array_data.header_contents": contents},
-    )
-    try:
-        image.write(path)
-    except OSError as error:
-        raise InputError(f"--cbffile: cannot write {path}: {error.strerror or error}") from None
+    cbf.write_cbf(path, pixels, cbf.cbf_header(exp))
 
 
 def _header_fields(header):
