@@ -291,3 +291,19 @@ def test_rendered_frames(tmp_path):
         np.testing.assert_array_equal(f["/entry/data/data"][()], np.stack(frames))
         np.testing.assert_allclose(f["/entry/sample/transformations/omega"][()], [0.0, 0.5, 1.0])
     assert frames[0].max() > 0
+
+
+def test_nxmx_reader_sees_the_same_geometry(experiments, tmp_path):
+    """The `nxmx` package (the reader dxtbx's FormatNXmx uses), when installed, finds dxtbx's
+    panel origin (imgCIF, mm) at nanoBragg's printed "dials origin"."""
+    nxmx = pytest.importorskip("nxmx")
+    exp = experiments["rotated"]
+    path = tmp_path / "r.h5"
+    nexus.write_nxmx(path, synthetic_frames(3, (32, 40)), nexus.geometry_from_experiment(exp))
+    with h5py.File(path, "r") as f:
+        entry = nxmx.NXmx(f).entries[0]
+        module = entry.instruments[0].detectors[0].modules[0]
+        A = nxmx.get_cumulative_transformation(nxmx.get_dependency_chain(module.fast_pixel_direction.depends_on))
+        np.testing.assert_allclose(np.diag([-1, 1, -1]) @ A[0, :3, 3], exp.header["dials_origin_mm"], atol=1e-9)
+        omega = nxmx.get_dependency_chain(entry.samples[0].depends_on)[0]
+        np.testing.assert_allclose(omega.end[()].to("degree").magnitude, [-0.75, -0.5, -0.25])
