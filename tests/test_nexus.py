@@ -307,3 +307,25 @@ def test_nxmx_reader_sees_the_same_geometry(experiments, tmp_path):
         np.testing.assert_allclose(np.diag([-1, 1, -1]) @ A[0, :3, 3], exp.header["dials_origin_mm"], atol=1e-9)
         omega = nxmx.get_dependency_chain(entry.samples[0].depends_on)[0]
         np.testing.assert_allclose(omega.end[()].to("degree").magnitude, [-0.75, -0.5, -0.25])
+
+
+def test_custom_non_orthogonal_axes(tmp_path):
+    """Custom fast/slow vectors 80 degrees apart: corner and beam centre still come back exactly."""
+    s = math.radians(80)
+    args = (BASE + " -distance 100 -fdet_vector 0 0 1 -sdet_vector 0 %r %r -odet_vector 1 0 0 -osc 0.1"
+            % (-math.sin(s), math.cos(s))).split()
+    exp = experiment.build(args)
+    geometry = nexus.geometry_from_experiment(exp)
+    path = tmp_path / "custom.h5"
+    nexus.write_nxmx(path, synthetic_frames(1, (32, 40)), geometry)
+    R = geometry.lab_to_mcstas()
+    with h5py.File(path, "r") as f:
+        corner, fast, slow, _ = read_detector(f)
+        spot = beam_spot_from_file(f)
+        det = f["/entry/instrument/detector"]
+        bx, by = float(det["beam_center_x"][()]), float(det["beam_center_y"][()])
+    assert abs(float(fast @ slow)) > 0.1  # really not orthogonal
+    np.testing.assert_allclose(corner, R @ np.asarray(exp.scene.pix0_m, float), atol=1e-12)
+    np.testing.assert_allclose(spot, R @ beam_spot_from_scene(exp.scene), atol=1e-12)
+    px = float(exp.scene.pixel_size_m)
+    np.testing.assert_allclose(corner + bx * px * fast + by * px * slow, spot, atol=1e-12)

@@ -103,8 +103,11 @@ class DatasetGeometry:
 
     ``pix0_m`` is the vector from the sample to the outer corner of pixel
     (0, 0); ``beam_fast_m/beam_slow_m`` the direct-beam spot in the detector
-    plane from that corner; ``distance_m`` the sample-to-spot distance along
-    the beam; ``phi_start_deg``/``osc_deg`` the spindle angle at the start
+    plane from that corner (along the fast and slow axes); ``distance_m`` the
+    sample-to-spot distance along the beam.  Spot and distance are computed
+    from the placed detector -- where the beam line meets the plane of pix0,
+    f and s -- whereas nanoBragg's printed distance and beam centre leave out
+    a ``-twotheta`` swing.  ``phi_start_deg``/``osc_deg`` the spindle angle at the start
     of a frame and the rotation during one frame.
     """
 
@@ -172,6 +175,9 @@ def geometry_from_experiment(exp) -> DatasetGeometry:
     along = float(np.dot(beam, normal))
     distance = float(np.dot(pix0, normal)) / along if along != 0.0 else math.inf
     spot_from_corner = distance * beam - pix0
+    # in-plane coordinates along f and s (they need not be orthogonal with custom vectors)
+    gram = np.array([[fdet @ fdet, fdet @ sdet], [sdet @ fdet, sdet @ sdet]])
+    beam_fast, beam_slow = np.linalg.solve(gram, [fdet @ spot_from_corner, sdet @ spot_from_corner])
     return DatasetGeometry(
         wavelength_m=float(header["wavelength_A"]) * 1e-10,
         pixel_size_m=num(scene.pixel_size_m),
@@ -180,7 +186,7 @@ def geometry_from_experiment(exp) -> DatasetGeometry:
         fdet=vec(fdet), sdet=vec(sdet), odet=vec(scene.odet), pix0_m=vec(pix0),
         beam=vec(beam), polar=vec(scene.polar_axis),
         distance_m=distance, close_distance_m=num(scene.close_distance_m),
-        beam_fast_m=float(np.dot(fdet, spot_from_corner)), beam_slow_m=float(np.dot(sdet, spot_from_corner)),
+        beam_fast_m=float(beam_fast), beam_slow_m=float(beam_slow),
         spindle=vec(scene.spindle),
         phi_start_deg=float(header["osc_start_deg"]), osc_deg=float(header["osc_range_deg"]),
         twotheta_deg=float(header["twotheta_deg"]),
