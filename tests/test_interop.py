@@ -93,3 +93,76 @@ def test_cbf_without_fabio_is_refused_before_rendering(in_inputs_dir, capsys, mo
     assert code == 2 and out == ""
     assert err.strip() == "nbjax: error: --cbffile: CBF output needs fabio: pip install 'nbjax[interop]'"
     assert sorted(p.name for p in in_inputs_dir.iterdir()) == before
+
+
+def _pilatus_fields(contents):
+    """The header lines as DIALS' miniCBF reader splits them: key = second token."""
+    fields = {}
+    for record in contents.splitlines():
+        if record.startswith("#"):
+            tokens = record.replace("=", "").replace(":", "").split()
+            fields[tokens[1]] = " ".join(tokens[2:])
+    return fields
+
+
+CBF_ARGS = ("-default_F 100 -cell 100 100 100 90 90 90 -lambda 1.2 -N 5 -detpixels_x 40 -detpixels_y 24 -pixel 0.4 "
+            "-distance 100 -Xbeam 7.3 -Ybeam 5.1 -phi 3 -osc 0.5").split()
+
+
+def test_write_cbf_header_is_the_render_geometry(tmp_path):
+    from nbjax import experiment
+    from nbjax.io import cbf, nexus
+
+    exp = experiment.build(CBF_ARGS + "-detector_thick 320 -exposure 2.5".split())
+    pixels = (np.arange(24 * 40) * 37 % 65536).astype(np.uint16).reshape(24, 40)
+    path = tmp_path / "shot_00001.cbf"
+    cbf.write_cbf(path, pixels, cbf.cbf_header(exp))
+    assert [p.name for p in tmp_path.iterdir()] == ["shot_00001.cbf"]
+    image = fabio.open(str(path))
+    np.testing.assert_array_equal(image.data, pixels.astype(np.int32))
+    fields = _pilatus_fields(image.header["_array_data.header_contents"])
+    geometry = nexus.geometry_from_experiment(exp)
+    px = geometry.pixel_size_m
+    assert [float(v) for v in fields["Pixel_size"].replace("m", "").replace("x", "").split()] == [px, px]
+    assert float(fields["Wavelength"].split()[0]) == pytest.approx(1.2)
+    assert float(fields["Detector_distance"].split()[0]) == pytest.approx(geometry.distance_m, rel=1e-8)
+    beam_xy = [float(v) for v in fields["Beam_xy"].strip("()pixels ").replace(",", " ").split()]
+    # the same spot as the NeXus file's beam centre, and nanoBragg's MOSFLM rule: Ybeam, Xbeam + half a pixel
+    assert beam_xy == pytest.approx(list(geometry.beam_center_px), abs=5e-5)
+    assert beam_xy == pytest.approx([(5.1 + 0.2) / 0.4, (7.3 + 0.2) / 0.4], abs=5e-5)
+    assert float(fields["Start_angle"].split()[0]) == 3.0
+    assert float(fields["Angle_increment"].split()[0]) == 0.5
+    assert float(fields["Detector_2theta"].split()[0]) == 0.0
+    assert float(fields["Silicon"].split()[2]) == pytest.approx(320e-6)  # "sensor, thickness 0.000320 m"
+    assert float(fields["Exposure_time"].split()[0]) == 2.5
+    assert float(fields["Exposure_period"].split()[0]) == 2.5
+    assert int(fields["Count_cutoff"].split()[0]) == 65535
+    assert int(image.header["X-Binary-Size-Fastest-Dimension"]) == 40
+    assert int(image.header["X-Binary-Size-Second-Dimension"]) == 24
+
+
+def test_write_cbf_thin_sensor_and_int32(tmp_path):
+    from nbjax import experiment
+    from nbjax.io import cbf
+
+    exp = experiment.build(CBF_ARGS)
+    pixels = np.full((24, 40), 70000, np.int32)
+    cbf.write_cbf(tmp_path / "a.cbf", pixels, cbf.cbf_header(exp))
+    image = fabio.open(str(tmp_path / "a.cbf"))
+    fields = _pilatus_fields(image.header["_array_data.header_contents"])
+    assert "Silicon" not in fields  # nanoBragg's default sensor has no depth
+    assert int(fields["Count_cutoff"].split()[0]) == 2**31 - 1
+    assert float(fields["Exposure_time"].split()[0]) == 1.0  # nanoBragg's default -exposure
+    np.testing.assert_array_equal(image.data, pixels)
+
+
+def test_write_cbf_failure_names_the_file(tmp_path):
+    from nbjax import experiment
+    from nbjax.errors import InputError
+    from nbjax.io import cbf
+
+    exp = experiment.build(CBF_ARGS)
+    target = tmp_path / "missing" / "a.cbf"
+    with pytest.raises(InputError, match="missing/a.cbf: cannot write"):
+        cbf.write_cbf(target, np.zeros((24, 40), np.uint16), cbf.cbf_header(exp))
+    assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ import time
 
 from nbjax.commands.options import Printer, compile_cache_dir, modes, positive_int_option, setup_jax, split_options
 from nbjax.errors import InputError
+from nbjax.io import cbf
 from nbjax.io.outputs import OutputSet
 
 
@@ -38,7 +39,10 @@ def render_command(argv) -> int:
     jax = setup_jax(options, synchronous_cpu=show_bar)
     # missing optional packages are refused before rendering, not after
     if "--cbffile" in options:
-        _fabio_cbf()
+        try:
+            cbf.require_fabio()
+        except InputError as error:
+            raise InputError(f"--cbffile: {error}") from None
     if "--preview" in options:
         from nbjax import pictures
 
@@ -188,7 +192,7 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
         from nbjax import pictures
 
         pictures.write_preview(files.reserve(options["--preview"], "--preview"), image,
-                               beam_center_px=_beam_px(exp))
+                               beam_center_px=cbf.beam_xy_px(exp.header))
 
 
 def _check_sources(exp):
@@ -201,39 +205,9 @@ def _check_sources(exp):
         raise InputError(f"-sourcefile: source {row + 1} sits at the sample (position 0 0 0): it gives no beam direction")
 
 
-def _fabio_cbf():
-    try:
-        from fabio import cbfimage
-    except ImportError:
-        raise InputError("--cbffile: CBF output needs fabio: pip install 'nbjax[interop]'") from None
-    return cbfimage
-
-
 def _write_cbf(path, pixels, exp):
     """The integer image as a Pilatus-style miniCBF (byte-offset compressed, int32)."""
-    import numpy as np
-
-    h = exp.header
-    px_m = h["pixel_size_mm"] / 1000.0
-    beam_fast, beam_slow = _beam_px(exp)
-    contents = "\n".join([
-        "# Detector: nbjax simulated detector (nanoBragg)",
-        f"# Pixel_size {px_m:.6g} m x {px_m:.6g} m",
-        f"# Wavelength {h['wavelength_A']:.8g} A",
-        f"# Detector_distance {h['distance_mm'] / 1000.0:.8g} m",
-        f"# Beam_xy ({beam_fast:.4f}, {beam_slow:.4f}) pixels",
-        f"# Start_angle {h['osc_start_deg']:.6g} deg.",
-        f"# Angle_increment {h['osc_range_deg']:.6g} deg.",
-        f"# Detector_2theta {h['twotheta_deg']:.6g} deg.",
-    ])
-    image = _fabio_cbf().CbfImage(
-        data=np.ascontiguousarray(pixels, dtype=np.int32),
-        header={"_array_data.header_convention": "PILATUS_1.2", "_array_data.header_contents": contents},
-    )
-    try:
-        image.write(path)
-    except OSError as error:
-        raise InputError(f"--cbffile: cannot write {path}: {error.strerror or error}") from None
+    cbf.write_cbf(path, pixels, cbf.cbf_header(exp))
 
 
 def _header_fields(header):
@@ -242,9 +216,3 @@ def _header_fields(header):
             "mosflm_center_y_mm", "denzo_x_beam_mm", "denzo_y_beam_mm", "dials_origin_mm", "xds_orgx",
             "xds_orgy", "close_distance_mm", "phi_deg", "osc_start_deg", "osc_range_deg", "twotheta_deg")
     return {k: header[k] for k in keys}
-
-
-def _beam_px(exp):
-    """Direct-beam position (fast, slow) in pixels from the first pixel's outer corner."""
-    px = exp.header["pixel_size_mm"]
-    return exp.header["adxv_center_x_mm"] / px, exp.header["spixels"] - exp.header["adxv_center_y_mm"] / px

@@ -25,7 +25,7 @@ from typing import IO, Iterator
 
 from nbjax.errors import InputError
 
-__all__ = ["atomic_open", "atomic_write", "read_file_bytes"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write", "read_file_bytes"]
 
 _ALLOWED_MODES = ("wb", "w")
 
@@ -88,6 +88,36 @@ def atomic_open(path, mode: str = "wb") -> Iterator[IO]:
         raise
     try:
         handle.close()
+        os.replace(temporary, target)
+    except OSError as error:
+        remove_quietly(temporary)
+        raise InputError(f"{target}: cannot write: {_describe(error)}") from error
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[str]:
+    """Like :func:`atomic_open`, but yields the temporary file's *name*.
+
+    For writers that open the file themselves (h5py, fabio): the block writes
+    to the yielded name; on normal exit the file is moved onto ``path``, on any
+    exception it is removed.  Operating-system errors raise :class:`InputError`
+    naming ``path``.
+    """
+    target = os.fspath(path)
+    try:
+        fd, temporary = _create_temporary(target)
+        os.close(fd)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{target}: cannot write: {_describe(error)}") from error
+    try:
+        yield temporary
+    except OSError as error:
+        remove_quietly(temporary)
+        raise InputError(f"{target}: cannot write: {_describe(error)}") from error
+    except BaseException:
+        remove_quietly(temporary)
+        raise
+    try:
         os.replace(temporary, target)
     except OSError as error:
         remove_quietly(temporary)
