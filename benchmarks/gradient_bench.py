@@ -12,9 +12,9 @@ own:
   deviance w.r.t. every refinable group at once (cell, misset, N, distance,
   beam centre, detector rotations, two-theta, wavelength, scale, mosaic: the
   vector ``nbjax fit --refine all`` would move), reverse mode through the
-  adjoint render (``adjoint=True``, what ``nbjax fit`` uses);
+  adjoint render (``gradient=Adjoint()``, what ``nbjax fit`` uses);
 * ``plain``: the same through plain autodiff of the engine's scans with the
-  row blocks checkpointed (``adjoint=False, checkpoint=True``);
+  row blocks checkpointed (``gradient=Autodiff(checkpoint=True)``);
 
 and for each: the compile time, XLA's scratch ("temp") memory of the compiled
 program, and the peak RSS of the process (which includes JAX itself, the
@@ -77,7 +77,8 @@ else:
     observed = jnp.asarray(np.load("observed.npy"))
 
     def loss(theta):
-        mu = P.simulate_core(unpack(theta), config, adjoint=kind == "adjoint", checkpoint=True) + 1.0
+        gradient = P.Adjoint() if kind == "adjoint" else P.Autodiff(checkpoint=True)
+        mu = P.simulate_core(unpack(theta), config, gradient=gradient) + 1.0
         return jnp.sum(mu - observed + observed * jnp.log(observed / mu))
 
     fun = jax.jit(jax.value_and_grad(loss))

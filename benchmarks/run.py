@@ -124,7 +124,7 @@ observed = np.asarray(P.simulate(params, config)) * 1.01
 theta0 = P.get_groups(params, groups, config)
 
 def loss(theta):
-    mu = P.simulate_core(P.set_groups(params, groups, config, theta), config, adjoint=True) + 1e-6
+    mu = P.simulate_core(P.set_groups(params, groups, config, theta), config, gradient=P.Adjoint()) + 1e-6
     return jnp.sum(mu - observed * jnp.log(mu))
 
 forward = jax.jit(lambda th: loss(th))

@@ -56,9 +56,10 @@ no lower loss (nanoBragg's nearest-neighbour structure factors make the
 image piecewise smooth: the loss has tiny steps, invisible to the gradient,
 and a fit ends when the improvement left is below them).
 
-Gradients come from the adjoint render (:func:`nbjax.params.simulate_core`
-with ``adjoint=True``), several times cheaper than autodiff through the
-engine's scans; the Gauss-Newton matrices from forward mode.  Stages with
+Gradients come from the adjoint render (:class:`nbjax.params.Adjoint`, the
+default strategy of :func:`nbjax.params.simulate_core` wherever it applies),
+several times cheaper than autodiff through the engine's scans; the
+Gauss-Newton matrices from forward mode (:class:`nbjax.params.Autodiff`).  Stages with
 ``optimizer="adam"`` (Adam with steps of ``learning_rate`` physical units, in
 no default schedule) remain available for custom schedules.
 """
@@ -268,10 +269,10 @@ def _poisson_deviance(mu, observed, weights):
 # shared by every fit that uses them)
 
 
-def _image(theta, params0, mask, config, groups, adjoint):
+def _image(theta, params0, mask, config, groups, gradient=None):
     from nbjax import params as P
 
-    return P.simulate_core(P.set_groups(params0, groups, config, theta), config, mask, adjoint=adjoint)
+    return P.simulate_core(P.set_groups(params0, groups, config, theta), config, mask, gradient=gradient)
 
 
 def _objective(image, data, stage_data):
@@ -291,8 +292,8 @@ def _objective(image, data, stage_data):
     return s * smoothed + (1.0 - s) * final
 
 
-def _stage_loss(theta, data, stage_data, config, groups, adjoint=True):
-    image = _image(theta, data["params"], data["mask"], config, groups, adjoint)
+def _stage_loss(theta, data, stage_data, config, groups):
+    image = _image(theta, data["params"], data["mask"], config, groups)
     return _objective(image, data, stage_data)
 
 
@@ -355,6 +356,8 @@ def _compiled():
     import jax.numpy as jnp
     import optax
 
+    from nbjax import params as P
+
     adam, lbfgs = _optimizers()
 
     @functools.partial(jax.jit, static_argnames=("config", "groups"))
@@ -381,7 +384,7 @@ def _compiled():
     def gauss_newton(theta, data, stage_data, *, config, groups):
         """Value, gradient and Gauss-Newton matrix of the stage objective at theta
         (Jacobian of the image by forward mode: one pass per refined value)."""
-        fn = lambda th: _image(th, data["params"], data["mask"], config, groups, False)
+        fn = lambda th: _image(th, data["params"], data["mask"], config, groups, P.Autodiff())
         image, pushforward = jax.linearize(fn, theta)
         J = jax.vmap(pushforward, out_axes=-1)(jnp.eye(theta.shape[0], dtype=theta.dtype))  # (S, F, n)
         w = data["weights"]

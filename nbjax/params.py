@@ -76,6 +76,11 @@ __all__ = [
     "simulate",
     "simulate_core",
     "simulate_batch",
+    "Adjoint",
+    "Autodiff",
+    "UnsupportedGradient",
+    "best_gradient",
+    "adjoint_unsupported",
     "batch_axes",
     "stack",
     "GROUPS",
@@ -415,16 +420,64 @@ def derived_geometry(params: Params, config: SimConfig) -> dict:
 # mixed evaluation precision; anything else falls back to plain autodiff.
 
 
+def adjoint_unsupported(render: engine.RenderConfig) -> str | None:
+    """Why the adjoint render cannot differentiate ``render``, or None when it can."""
+    if render.accumulation != "spec":
+        return "c-parity accumulation of the -oversample_* factors (--accumulation c-parity)"
+    if engine._uses_carryover(render):
+        return "the phi = 0 carry-over of released nanoBragg.c (--phi-carryover-mode c-parity)"
+    if render.oversample_thick or render.oversample_polar or render.oversample_omega:
+        return "per-sub-pixel -oversample_thick/_polar/_omega factors"
+    if render.has_hkls and render.interpolate and render.interpolation_fallback == "c":
+        return "tricubic interpolation that switches itself off for the rest of the image (-interpolate)"
+    if getattr(render, "evaluation_dtype", None) or getattr(render, "output_dtype", None):
+        return "mixed precision (evaluation_dtype/output_dtype)"
+    return None
+
+
 def adjoint_supported(render: engine.RenderConfig) -> bool:
-    """Whether :func:`simulate_core` (``adjoint=True``) can use the adjoint render."""
-    return (
-        render.accumulation == "spec"
-        and not engine._uses_carryover(render)
-        and not (render.oversample_thick or render.oversample_polar or render.oversample_omega)
-        and not (render.has_hkls and render.interpolate and render.interpolation_fallback == "c")
-        and not getattr(render, "evaluation_dtype", None)
-        and not getattr(render, "output_dtype", None)
-    )
+    """Whether :class:`Adjoint` can differentiate renders of ``render``."""
+    return adjoint_unsupported(render) is None
+
+
+class UnsupportedGradient(ValueError):
+    """A gradient strategy was asked for a configuration it does not cover."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Autodiff:
+    """Plain autodiff through the engine's scans: every mode (forward and reverse), every configuration.
+
+    Reverse mode stores each iteration's intermediates; with ``checkpoint``
+    (the default) each row block is recomputed in the backward pass, so memory
+    is one block's worth, at tens of forward renders per gradient.
+    """
+
+    checkpoint: bool = True
+
+    def image(self, scene, config: engine.RenderConfig, mask):
+        return engine.render_core(scene, config, mask, checkpoint=self.checkpoint).image
+
+
+@dataclasses.dataclass(frozen=True)
+class Adjoint:
+    """Reverse mode through the adjoint render: the same model read backwards, nothing stored per evaluation.
+
+    Several times cheaper than :class:`Autodiff` for ``jax.grad``/``jax.vjp``;
+    forward mode (``jax.jvp``, ``jax.jacfwd``) is not available through it.
+    Refuses, naming the reason, the configurations of :func:`adjoint_unsupported`.
+    """
+
+    def image(self, scene, config: engine.RenderConfig, mask):
+        reason = adjoint_unsupported(config)
+        if reason is not None:
+            raise UnsupportedGradient(f"gradient=Adjoint() does not cover {reason}; use gradient=Autodiff()")
+        return _render_adjoint(config, scene, mask)
+
+
+def best_gradient(render: engine.RenderConfig):
+    """The cheapest reverse-mode strategy that covers ``render``: :class:`Adjoint`, else :class:`Autodiff`."""
+    return Adjoint() if adjoint_supported(render) else Autodiff()
 
 
 def _safe_log(x):
@@ -715,42 +768,38 @@ _render_adjoint.defvjp(_render_adjoint_fwd, _render_adjoint_bwd, symbolic_zeros=
 # simulate
 
 
-def simulate_core(params: Params, config: SimConfig, mask=None, *, checkpoint: bool = True,
-                  adjoint: bool = False):
+def simulate_core(params: Params, config: SimConfig, mask=None, *, gradient=None):
     """The image (spixels, fpixels) in photons per pixel; pure, not jitted.
 
     ``mask``: optional (spixels, fpixels) array, 0 = skip the pixel.
-    ``checkpoint``: rematerialise each row block in the backward pass, so a
-    gradient holds one block's intermediates at a time (no effect on values).
-    ``adjoint``: reverse mode (``jax.grad``, ``jax.vjp``) through the adjoint
-    render instead of the engine's scans -- several times cheaper, same
-    values; forward mode (``jax.jvp``, ``jax.jacfwd``) is then unavailable.
-    Configurations :func:`adjoint_supported` rejects use plain autodiff.
+    ``gradient``: how reverse mode goes through the render -- :class:`Adjoint`
+    (cheap, reverse mode only), :class:`Autodiff` (every mode; ``checkpoint``
+    bounds its memory), or None for :func:`best_gradient` of the configuration.
+    The values are the same whichever is chosen.
     """
     check_params(params, config)
     scene = scene_from_params(params, config)
-    if adjoint and adjoint_supported(config.render):
-        return _render_adjoint(config.render, scene, mask)
-    return engine.render_core(scene, config.render, mask, checkpoint=checkpoint).image
+    strategy = best_gradient(config.render) if gradient is None else gradient
+    return strategy.image(scene, config.render, mask)
 
 
-#: :func:`simulate_core` compiled once per (config, checkpoint, array shapes and dtypes).
-simulate = jax.jit(simulate_core, static_argnames=("config", "checkpoint", "adjoint"))
+#: :func:`simulate_core` compiled once per (config, gradient, array shapes and dtypes).
+simulate = jax.jit(simulate_core, static_argnames=("config", "gradient"))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "in_axes", "checkpoint"))
-def _simulate_batch(params, config, mask, in_axes, checkpoint):
-    return jax.vmap(lambda p: simulate_core(p, config, mask, checkpoint=checkpoint), in_axes=(in_axes,))(params)
+@functools.partial(jax.jit, static_argnames=("config", "in_axes", "gradient"))
+def _simulate_batch(params, config, mask, in_axes, gradient):
+    return jax.vmap(lambda p: simulate_core(p, config, mask, gradient=gradient), in_axes=(in_axes,))(params)
 
 
-def simulate_batch(params: Params, config: SimConfig, mask=None, *, in_axes=0, checkpoint: bool = True):
+def simulate_batch(params: Params, config: SimConfig, mask=None, *, in_axes=0, gradient=None):
     """Images of a batch of parameter sets, (B, spixels, fpixels), in one call.
 
     ``in_axes``: 0 when every leaf has a leading batch axis (see :func:`stack`),
     or a :func:`batch_axes` tree saying which leaves are batched (the others,
     e.g. the F table, are shared).
     """
-    return _simulate_batch(params, config, mask, in_axes, checkpoint)
+    return _simulate_batch(params, config, mask, in_axes, gradient)
 
 
 def stack(params_list) -> Params:

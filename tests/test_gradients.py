@@ -3,8 +3,8 @@
 For every refinable group (:data:`nbjax.params.GROUPS`) and the structure-factor
 table, ``jax.grad`` of a scalar functional of the image is compared with
 central finite differences, through both reverse-mode paths: the adjoint
-render (``adjoint=True``) and plain autodiff through the engine's scans
-(``adjoint=False``, row blocks checkpointed).  The functionals are
+render (``gradient=Adjoint()``) and plain autodiff through the engine's scans
+(``gradient=Autodiff()``, row blocks checkpointed).  The functionals are
 ``Σ w·image`` for
 
 * ``weighted``: fixed random weights divided by ``image + mean``, so that every
@@ -158,7 +158,8 @@ class Case:
         return params.replace(**{"crystal.F_table": table})
 
     def image(self, theta, table, *, adjoint=False):
-        return P.simulate_core(self.unpack(theta, table), self.config, adjoint=adjoint)
+        return P.simulate_core(self.unpack(theta, table), self.config,
+                               gradient=P.Adjoint() if adjoint else P.Autodiff())
 
     def gradients(self, path, label):
         """(d/dtheta, d/dtable or None, d/dParams or None) of ``Σ w·image`` for functional ``label``."""
@@ -183,7 +184,7 @@ class Case:
             w = jnp.asarray(self.functionals["weighted"])
             if path == "plain" and self.spec.plain_all:
                 def functional(params, w):
-                    return jnp.sum(w * P.simulate_core(params, self.config, adjoint=False))
+                    return jnp.sum(w * P.simulate_core(params, self.config, gradient=P.Autodiff()))
 
                 fun = _compile(jax.grad(functional), self.unpack(self.theta0, self.table0), w)
             else:
@@ -276,7 +277,7 @@ def test_direct_beam_pixel_has_integer_hkl(name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradient_matches_finite_differences(name, path):
     c = case(name)
-    assert P.adjoint_supported(c.config.render)  # else adjoint=True would silently be plain autodiff
+    assert P.adjoint_supported(c.config.render)  # else gradient=Adjoint() would refuse
     fds = c.finite_differences()
     for label, w in c.functionals.items():
         g_theta, g_table, g_all = c.gradients(path, label)
@@ -431,7 +432,8 @@ def test_gradient_memory_does_not_grow_with_the_detector():
 
         def loss(wavelength):
             p = params.replace(**{"beam.wavelength_A": wavelength})
-            return jnp.sum(P.simulate_core(p, config, checkpoint=checkpoint, adjoint=adjoint))
+            gradient = P.Adjoint() if adjoint else P.Autodiff(checkpoint=checkpoint)
+            return jnp.sum(P.simulate_core(p, config, gradient=gradient))
 
         return _compile(jax.grad(loss), params.beam.wavelength_A).memory_analysis().temp_size_in_bytes
 

@@ -171,3 +171,37 @@ def test_rotation_vector_zero_is_identity_and_composes(in_inputs_dir):
     a0, a1 = np.asarray(base.real_A[0]), np.asarray(turned.real_A[0])
     np.testing.assert_allclose(a1, [-a0[1], a0[0], a0[2]], atol=1e-12)
     assert math.isclose(np.linalg.norm(a1), np.linalg.norm(a0), rel_tol=1e-14)
+
+
+def test_replace_with_python_numbers_keeps_dtypes_and_does_not_recompile(in_inputs_dir):
+    """A Python float given to Params.replace takes the leaf's dtype, so simulate reuses its executable."""
+    model = P.from_args(SMALL)
+    params, config = model.params, model.config
+    P.simulate(params, config).block_until_ready()
+    moved = params.replace(**{"detector.distance_mm": float(params.detector.distance_mm) + 1.0,
+                              "crystal.misset_deg": [0.1, 0.2, 0.3]})
+    assert moved.detector.distance_mm.dtype == params.detector.distance_mm.dtype
+    assert not getattr(moved.detector.distance_mm, "weak_type", False)
+    assert moved.crystal.misset_deg.dtype == params.crystal.misset_deg.dtype
+    before = P.simulate._cache_size()
+    P.simulate(moved, config).block_until_ready()
+    assert P.simulate._cache_size() == before
+    with pytest.raises(ValueError, match="crystal.cell_A"):
+        params.replace(**{"crystal.cell_A": [1.0, 2.0]})
+    with pytest.raises(KeyError, match="crystal.cell"):
+        params.replace(**{"crystal.cell": 1.0})
+
+
+def test_gradient_strategies_refuse_what_they_do_not_cover(in_inputs_dir):
+    """Adjoint() names the c-parity configuration it cannot differentiate; the default then is Autodiff()."""
+    model = P.from_args(SMALL, accumulation="c-parity", phi_carryover="c-parity")
+    spec = P.from_args(SMALL)
+    assert P.best_gradient(spec.config.render) == P.Adjoint()
+    assert P.best_gradient(model.config.render) == P.Autodiff()
+    with pytest.raises(P.UnsupportedGradient, match="c-parity accumulation"):
+        P.simulate_core(model.params, model.config, gradient=P.Adjoint())
+    # every strategy renders the same values
+    a = np.asarray(P.simulate(spec.params, spec.config, gradient=P.Adjoint()))
+    b = np.asarray(P.simulate(spec.params, spec.config, gradient=P.Autodiff(checkpoint=False)))
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * b.max())
+    assert b.max() > 0
