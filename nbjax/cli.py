@@ -77,6 +77,9 @@ NBJAX_OPTIONS = {
     "--cbffile": 1,
     "--quiet": 0,
     "--debug": 0,
+    "--hkl-column": 1,
+    "--model": 1,
+    "--model-dmin": 1,
 }
 CHOICES = {
     "--phi-carryover-mode": ("spec", "c-parity"),
@@ -339,6 +342,7 @@ def render_command(argv) -> int:
         dtype=jnp.float64,
         evaluation_dtype="float32" if options.get("--precision") == "single" else None,
         block_rows=positive_int_option(options, "--block-rows"),
+        hkl_column=options.get("--hkl-column"), model=options.get("--model"), model_dmin=options.get("--model-dmin"),
     )
     # nanoBragg keeps a float image: render straight into float32
     exp = dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
