@@ -405,8 +405,7 @@ def structure_factors_from_model(path, d_min: float, *, default_F: float = 0.0,
     frac = np.asarray(cell.frac.mat, dtype=np.float64)  # fractional = frac @ cartesian
     # every index with |s| = |frac^T h| <= 1/d_min lies in this box
     limits = np.floor(np.linalg.norm(np.linalg.inv(frac), axis=0) / d_min).astype(np.int64)
-    if np.prod(2 * limits + 2) > hkl_io.MAX_GRID_SLOTS:
-        raise InputError(f"{flag} {source}: d_min {d_min:g} A asks for too many reflections")
+    hkl_io.grid_shape([-int(v) for v in limits], [int(v) for v in limits], f"{flag} {source} (d_min {d_min:g} A)")  # refuses a huge box early
     calc = gemmi.DensityCalculatorX()
     calc.d_min = float(d_min)
     calc.rate = MODEL_GRID_RATE
@@ -415,23 +414,59 @@ def structure_factors_from_model(path, d_min: float, *, default_F: float = 0.0,
     calc.grid.setup_from(structure)
     calc.put_model_density_on_grid(structure[0])
     transform = gemmi.transform_map_to_f_phi(calc.grid, half_l=True)
-    coefficients = np.array(transform, copy=True)
+    amplitudes = np.abs(np.array(transform, copy=True))
     nu, nv, nw = calc.grid.nu, calc.grid.nv, calc.grid.nw
     if np.any(2 * limits >= np.array([nu, nv, nw])):
         raise InputError(f"{flag} {source}: density grid {nu}x{nv}x{nw} too coarse for d_min {d_min:g} A")
-    axes = [np.arange(-limit, limit + 1) for limit in limits]
-    h, k, l = (a.reshape(-1) for a in np.meshgrid(*axes, indexing="ij"))
-    hkl = np.stack([h, k, l], axis=1)
-    inv_d2 = np.sum((hkl @ frac) ** 2, axis=1)
-    inside = inv_d2 <= 1.0 / (d_min * d_min) * (1 + 1e-12)
-    hkl, inv_d2 = hkl[inside], inv_d2[inside]
-    # the transform holds l >= 0 only; F(-h) = conj F(h) has the same amplitude
-    flip = hkl[:, 2] < 0
-    half = np.where(flip[:, None], -hkl, hkl)
-    F = np.abs(coefficients[half[:, 0] % nu, half[:, 1] % nv, half[:, 2]]).astype(np.float64)
-    F *= np.exp(0.25 * calc.blur * inv_d2)  # undo the sampling blur
-    table = hkl_io.build_grid(hkl, F, float(default_F), source)
+    table = _sphere_table(amplitudes, frac, limits, d_min, calc.blur, float(default_F), source)
     cell_tuple = (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
     sg = structure.find_spacegroup()
     return ReflectionData(table=table, format="model", column=f"|F| to {d_min:g} A", cell=cell_tuple,
                           spacegroup=sg.hm if sg is not None else "P 1", notes=tuple(notes))
+
+
+def _sphere_table(amplitudes, frac, limits, d_min, blur, default_F, source) -> hkl_io.HKLTable:
+    """The dense table of |F| for every index with d >= d_min, filled one h-slab at a time.
+
+    ``amplitudes``: |F| on the half-l transform grid (nu, nv, nw//2+1), still
+    blurred by ``blur`` (Å^2); ``frac``: the fractionalisation matrix, so
+    that 1/d^2 = |h @ frac|^2.  No list of indices is ever built: memory is
+    the table itself plus one slab.
+    """
+    nu, nv = amplitudes.shape[:2]
+    inv_dmin2 = (1.0 + 1e-12) / (d_min * d_min)
+    k_axis = np.arange(-limits[1], limits[1] + 1)
+    l_axis = np.arange(-limits[2], limits[2] + 1)
+    kk, ll = np.meshgrid(k_axis, l_axis, indexing="ij")
+    partial = kk[..., None] * frac[1] + ll[..., None] * frac[2]  # (K, L, 3): the k, l part of s
+
+    def slab(h):
+        s = h * frac[0] + partial
+        inv_d2 = np.einsum("...i,...i->...", s, s)
+        return inv_d2, inv_d2 <= inv_dmin2
+
+    # pass 1: the index box the sphere really occupies, and the count
+    lows, highs, count = np.array(limits), -np.array(limits), 0
+    for h in range(-limits[0], limits[0] + 1):
+        _, inside = slab(h)
+        if inside.any():
+            k_in, l_in = kk[inside], ll[inside]
+            lows = np.minimum(lows, [h, k_in.min(), l_in.min()])
+            highs = np.maximum(highs, [h, k_in.max(), l_in.max()])
+            count += int(inside.sum())
+    hkl_min, hkl_max = tuple(int(v) for v in lows), tuple(int(v) for v in highs)
+    shape = hkl_io.grid_shape(hkl_min, hkl_max, source)
+    values = np.zeros(shape, dtype=np.float64)
+    if default_F != 0.0:
+        values[:-1, :-1, :-1] = default_F
+    # pass 2: fill; the transform holds l >= 0 only, and |F(-h)| = |F(h)|
+    flip = ll < 0
+    k_half, l_half = np.where(flip, -kk, kk), np.where(flip, -ll, ll)
+    k_rows, l_cols = kk - hkl_min[1], ll - hkl_min[2]
+    for h in range(hkl_min[0], hkl_max[0] + 1):
+        inv_d2, inside = slab(h)
+        h_half = np.where(flip, -h, h)
+        F = amplitudes[h_half % nu, k_half % nv, l_half] * np.exp(0.25 * blur * inv_d2)  # blur undone
+        values[h - hkl_min[0]][k_rows[inside], l_cols[inside]] = F[inside]
+    values.flags.writeable = False
+    return hkl_io.HKLTable(values=values, hkl_min=hkl_min, hkl_max=hkl_max, count=count)
