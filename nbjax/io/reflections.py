@@ -33,9 +33,10 @@ not change |F|) and, by Friedel's law, to ``-h R``.  For an anomalous pair,
 F(+) goes to ``h R`` and F(-) to ``-h R``, so the Bijvoet difference is kept;
 where one member is missing (NaN / ``?``) the other stands in for it.  When
 two entries land on the same index the one the file lists wins over a
-symmetry mate, which wins over a Friedel mate; among equals the later line
+symmetry mate, which wins over a Friedel mate (an F(-) value at ``-h R`` ranks
+with the symmetry mates); among equals the later line
 wins, as in the text reader.  Missing values are skipped: their slots hold
-``-default_F``'s value like any unlisted reflection.  The result is the same
+``-default_F`` like any unlisted reflection.  The result is the same
 :class:`~nbjax.io.hkl.HKLTable` the text reader builds; its ``count`` is the
 number of distinct P1 reflections.  Unmerged files are refused.
 
