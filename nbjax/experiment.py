@@ -694,25 +694,40 @@ def _check_structure_factor_options(st, hkl_column, model, model_dmin):
 def detector_d_min(frame, fpixels, spixels, st, beam, directions, wavelengths, recip_A) -> float:
     """Resolution limit (Å) of the F table a model must supply for this set-up.
 
-    The largest |q| = |d - i|/lambda over the detector's edge (flat or curved;
-    for a flat detector the largest scattering angle lies on the edge) and all
-    sources, capped by -dmin, widened by two steps of the longest reciprocal
-    axis so that nearest-index rounding and the interpolation neighbours near
-    the corners find their reflections.
+    1/d = the largest |q| = |d - i|/lambda over the detector and all sources,
+    capped by -dmin, plus two steps of the longest reciprocal axis (so that
+    nearest-index rounding and the interpolation neighbours near the corners
+    find their reflections).  On a flat detector whose corners all scatter
+    below 90 degrees the largest angle is at a corner: the points of a plane
+    within an angle t < 90 degrees of the beam form a convex set, which holds
+    the whole rectangle once it holds its corners.  A curved detector is
+    sampled along its edge.  Past 90 degrees (a back-scattering detector)
+    the limit is the Ewald sphere's, 1/d = 2/lambda.
     """
     size = st.pixel_size
-    f_edge = np.arange(fpixels + 1) * size
-    s_edge = np.arange(spixels + 1) * size
-    F = np.concatenate([f_edge, f_edge, np.zeros_like(s_edge), np.full_like(s_edge, fpixels * size)])
-    S = np.concatenate([np.zeros_like(f_edge), np.full_like(f_edge, spixels * size), s_edge, s_edge])
+    if st.curved_detector:
+        f_edge, s_edge = np.arange(fpixels + 1) * size, np.arange(spixels + 1) * size
+        F = np.concatenate([f_edge, f_edge, np.zeros_like(s_edge), np.full_like(s_edge, fpixels * size)])
+        S = np.concatenate([np.zeros_like(f_edge), np.full_like(f_edge, spixels * size), s_edge, s_edge])
+    else:
+        F = np.array([0.0, fpixels * size, 0.0, fpixels * size])
+        S = np.array([0.0, 0.0, spixels * size, spixels * size])
     position = np.asarray(pixel_geometry.lab_position(F, S, 0.0, frame.pix0_m, frame.fdet, frame.sdet, frame.odet))
     if st.curved_detector:
         position = np.asarray(pixel_geometry.curved_position(
             tuple(position), float(frame.distance_m), np.asarray(beam, np.float64), frame.fdet, frame.sdet))
-    diffracted = position / np.linalg.norm(position, axis=0)
-    incident = -np.asarray(directions, np.float64)  # (n_sources, 3)
-    q = (diffracted[None, :, :] - incident[:, :, None]) / np.asarray(wavelengths, np.float64)[:, None, None]
-    inv_d = float(np.max(np.linalg.norm(q, axis=1))) * 1e-10  # 1/A
+    diffracted = position / np.linalg.norm(position, axis=0)  # (3, points)
+    incident = -np.asarray(directions, np.float64)  # (sources, 3)
+    wavelengths = np.asarray(wavelengths, np.float64)
+    inv_d = 0.0
+    chunk = max(1, (1 << 22) // diffracted.shape[1])  # bounded memory for many sources
+    for first in range(0, len(incident), chunk):
+        i, lam = incident[first:first + chunk], wavelengths[first:first + chunk]
+        if np.any(i @ diffracted <= 0.0):
+            inv_d = max(inv_d, float(np.max(2.0 / lam)))
+        q = (diffracted[None, :, :] - i[:, :, None]) / lam[:, None, None]
+        inv_d = max(inv_d, float(np.max(np.linalg.norm(q, axis=1))))
+    inv_d *= 1e-10  # 1/A
     if st.dmin > 0:
         inv_d = min(inv_d, 1e-10 / st.dmin)
     inv_d += 2.0 * float(np.max(np.linalg.norm(recip_A, axis=1)))

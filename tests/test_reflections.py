@@ -346,3 +346,30 @@ def test_without_gemmi_the_error_says_how_to_get_it(in_inputs_dir, monkeypatch):
     with pytest.raises(InputError, match=r"-hkl f.mtz: .*needs gemmi: pip install 'nbjax\[fields\]'"):
         read_structure_factors("f.mtz")
     assert read_structure_factors("small.hkl") == read_hkl("small.hkl")  # text needs no gemmi
+
+
+@pytest.mark.parametrize("extra", ["-twotheta 40 -pivot sample -detector_rotx 10",
+                                   "-curved_det -twotheta 30 -pivot sample",
+                                   "-Xbeam 30 -Ybeam -5 -divergence 2 -divsteps 3 -dispersion 10 -dispsteps 3"])
+def test_model_resolution_is_the_largest_q_over_every_pixel_and_source(tmp_path, monkeypatch, extra):
+    """The corners (flat) or the edge (curved) give the same largest |q| as all pixel corners do."""
+    from nbjax.geometry import pixels as pixel_geometry
+
+    monkeypatch.chdir(tmp_path)
+    _tiny_model(tmp_path / "tiny.pdb")
+    args = ("-cell 30 35 40 90 90 90 -lambda 1.2 -N 3 -detpixels 64 -pixel 0.2 -distance 50 -nonoise "
+            "-floatfile t.bin -noprogress " + extra).split()
+    exp = experiment.build(args, model="tiny.pdb")
+    line = next(line for line in exp.log if line.startswith("reading model tiny.pdb"))
+    d_used = float(line.split("|F| to ")[1].split(" A")[0])
+    sc = exp.scene
+    ff, ss = np.meshgrid(np.arange(65) * 0.2e-3, np.arange(65) * 0.2e-3)
+    pos = np.asarray(pixel_geometry.lab_position(ff.ravel(), ss.ravel(), 0.0, np.asarray(sc.pix0_m),
+                                                 np.asarray(sc.fdet), np.asarray(sc.sdet), np.asarray(sc.odet)))
+    if exp.config.curved_detector:
+        pos = np.asarray(pixel_geometry.curved_position(tuple(pos), float(sc.distance_m), np.asarray(sc.beam),
+                                                        np.asarray(sc.fdet), np.asarray(sc.sdet)))
+    d = pos / np.linalg.norm(pos, axis=0)
+    incident, lam = np.asarray(sc.incident), np.asarray(sc.wavelength_m)
+    q_max = np.linalg.norm((d[None] - incident[:, :, None]) / lam[:, None, None], axis=1).max() * 1e-10
+    assert 1 / d_used == pytest.approx(q_max + 2 / 30.0, rel=2e-5)
