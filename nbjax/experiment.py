@@ -35,11 +35,14 @@ from nbjax.constants import AVOGADRO, R_E_SQR_M2, RTD, WATER_F, WATER_MW_G_PER_M
 from nbjax.engine import RenderConfig, Scene
 from nbjax.errors import InputError
 from nbjax.geometry import conventions, crystal, detector
+from nbjax.geometry import pixels as pixel_geometry
 from nbjax.geometry.conventions import Convention, Pivot
 from nbjax.io import hkl as hkl_io
+from nbjax.io import reflections
 from nbjax.io import matrix as matrix_io
 from nbjax.io import smv as smv_io
 from nbjax.io.fdump import read_fdump, write_fdump
+from nbjax.io.numbers import parse_float
 from nbjax.io.sourcefile import read_sourcefile
 from nbjax.physics import rng, sources
 from nbjax.physics.ran1 import CStatics
@@ -261,14 +264,21 @@ def build(
     evaluation_dtype: str | None = None,
     block_rows: int | None = None,
     now: float | None = None,
+    hkl_column: str | None = None,
+    model: str | None = None,
+    model_dmin=None,
 ) -> Experiment:
     """Set up an experiment from nanoBragg command-line arguments.
 
     ``accumulation`` / ``phi_carryover``: "spec" (physically correct) or
-    "c-parity" (released nanoBragg.c).  Raises :class:`InputError` on bad input.
+    "c-parity" (released nanoBragg.c).  ``hkl_column``: the MTZ/mmCIF column
+    ``-hkl`` reads; ``model``: an atomic model whose F replace ``-hkl``, to the
+    detector corner's resolution or ``model_dmin`` (Å) (see
+    :mod:`nbjax.io.reflections`).  Raises :class:`InputError` on bad input.
     """
     st, mask_image = parse_args(argv)
     log, warnings = [], []
+    model_dmin = _check_structure_factor_options(st, hkl_column, model, model_dmin)
 
     # ---- detector size, fluence -------------------------------------------------
     if st.pixel_size <= 0 or not math.isfinite(st.pixel_size):
@@ -332,8 +342,8 @@ def build(
 
     # ---- structure factor source check ------------------------------------------
     dump_path = st.dumpfilename
-    have_dump = st.hklfilename is None and os.path.isfile(dump_path)
-    if st.hklfilename is None and not have_dump and st.default_F == 0.0:
+    have_dump = st.hklfilename is None and model is None and os.path.isfile(dump_path)
+    if st.hklfilename is None and model is None and not have_dump and st.default_F == 0.0:
         raise InputError("no structure factors: give -hkl FILE (or an Fdump.bin from a previous run) or -default_F")
     if st.matfilename is None and st.cell[0] == 0.0:
         raise InputError("no unit cell: give -mat FILE or -cell a b c alpha beta gamma")
@@ -458,7 +468,9 @@ def build(
     table = None
     fdump = None
     if st.hklfilename is not None:
-        table = hkl_io.read_hkl(st.hklfilename, default_F=st.default_F)
+        data = reflections.load_structure_factors(st.hklfilename, column=hkl_column, default_F=st.default_F)
+        table = data.table
+        _log_structure_factors(data, st.hklfilename, direct, log, warnings)
         log.append(f"counting entries in {st.hklfilename}")
         log.append(f"re-reading {st.hklfilename}")
         fdump = (dump_path, table)  # written by write_fdump_cache() once everything is valid
@@ -467,7 +479,7 @@ def build(
         log.append(f"reading Fs from {dump_path}")
         table = read_fdump(dump_path)
     hkls = table.count if table is not None else 0
-    if hkls == 0:
+    if hkls == 0 and model is None:
         interpolate = 0
 
     if st.stolfilename is not None:
@@ -510,6 +522,15 @@ def build(
     directions = sources.unit_directions(positions)
     if np.any(~np.isfinite(wavelengths)) or np.any(wavelengths <= 0):
         raise InputError("source wavelengths must be positive")
+    if model is not None:  # needs the detector and the sources: the resolution of its corners
+        if model_dmin is None:
+            model_dmin = detector_d_min(frame, fpixels, spixels, st, beam, directions, wavelengths, recip_A)
+        data = reflections.structure_factors_from_model(model, model_dmin, default_F=st.default_F)
+        table = data.table
+        _log_structure_factors(data, model, direct, log, warnings)
+        hkls = table.count
+        fdump = (dump_path, table)
+        log.append(f"writing dump file for next time: {dump_path}")
 
     # ---- mosaic domains ---------------------------------------------------------------
     umats = rng.mosaic_domain_umats(mosaic_spread, mosaic_domains, st.mosaic_seed, rng_state)
@@ -653,6 +674,82 @@ def build(
     return Experiment(scene=scene, config=config, mask=mask, outputs=outputs, log=tuple(log),
                       header=header, rng_state=rng_state, warnings=tuple(warnings), notes=tuple(st.notes),
                       fdump=fdump, settings=st, detector_setup=setup)
+
+
+def _check_structure_factor_options(st, hkl_column, model, model_dmin):
+    """Refuse contradictory --hkl-column/--model/--model-dmin; the d_min as a float or None."""
+    if hkl_column is not None and st.hklfilename is None:
+        raise InputError("--hkl-column: names a column of the -hkl file, but no -hkl was given")
+    if model is not None and st.hklfilename is not None:
+        raise InputError(f"--model {model}: give either -hkl or --model, not both")
+    if model_dmin is None:
+        return None
+    if model is None:
+        raise InputError("--model-dmin: sets the resolution of --model, but no --model was given")
+    value = parse_float(model_dmin, "--model-dmin") if isinstance(model_dmin, str) else float(model_dmin)
+    if not (value > 0 and math.isfinite(value)):
+        raise InputError(f"--model-dmin: must be a positive resolution in Angstrom, got {model_dmin}")
+    return value
+
+
+def detector_d_min(frame, fpixels, spixels, st, beam, directions, wavelengths, recip_A) -> float:
+    """Resolution limit (Å) of the F table a model must supply for this set-up.
+
+    1/d = the largest |q| = |d - i|/lambda over the detector and all sources,
+    capped by -dmin, plus two steps of the longest reciprocal axis (so that
+    nearest-index rounding and the interpolation neighbours near the corners
+    find their reflections).  On a flat detector whose corners all scatter
+    below 90 degrees the largest angle is at a corner: the points of a plane
+    within an angle t < 90 degrees of the beam form a convex set, which holds
+    the whole rectangle once it holds its corners.  A curved detector is
+    sampled along its edge.  Past 90 degrees (a back-scattering detector)
+    the limit is the Ewald sphere's, 1/d = 2/lambda.
+    """
+    size = st.pixel_size
+    if st.curved_detector:
+        f_edge, s_edge = np.arange(fpixels + 1) * size, np.arange(spixels + 1) * size
+        F = np.concatenate([f_edge, f_edge, np.zeros_like(s_edge), np.full_like(s_edge, fpixels * size)])
+        S = np.concatenate([np.zeros_like(f_edge), np.full_like(f_edge, spixels * size), s_edge, s_edge])
+    else:
+        F = np.array([0.0, fpixels * size, 0.0, fpixels * size])
+        S = np.array([0.0, 0.0, spixels * size, spixels * size])
+    position = np.asarray(pixel_geometry.lab_position(F, S, 0.0, frame.pix0_m, frame.fdet, frame.sdet, frame.odet))
+    if st.curved_detector:
+        position = np.asarray(pixel_geometry.curved_position(
+            tuple(position), float(frame.distance_m), np.asarray(beam, np.float64), frame.fdet, frame.sdet))
+    diffracted = position / np.linalg.norm(position, axis=0)  # (3, points)
+    incident = -np.asarray(directions, np.float64)  # (sources, 3)
+    wavelengths = np.asarray(wavelengths, np.float64)
+    inv_d = 0.0
+    chunk = max(1, (1 << 22) // diffracted.shape[1])  # bounded memory for many sources
+    for first in range(0, len(incident), chunk):
+        i, lam = incident[first:first + chunk], wavelengths[first:first + chunk]
+        if np.any(i @ diffracted <= 0.0):
+            inv_d = max(inv_d, float(np.max(2.0 / lam)))
+        q = (diffracted[None, :, :] - i[:, :, None]) / lam[:, None, None]
+        inv_d = max(inv_d, float(np.max(np.linalg.norm(q, axis=1))))
+    inv_d *= 1e-10  # 1/A
+    if st.dmin > 0:
+        inv_d = min(inv_d, 1e-10 / st.dmin)
+    inv_d += 2.0 * float(np.max(np.linalg.norm(recip_A, axis=1)))
+    return 1.0 / inv_d
+
+
+def _log_structure_factors(data, path, direct, log, warnings):
+    """Log lines for F read from MTZ/mmCIF or a model; warn when its cell differs from the rendered one."""
+    for note in data.notes:
+        warnings.append(note)
+    if data.format == "text":
+        return
+    what = {"mtz": "MTZ", "mmcif": "SF-mmCIF", "model": "model"}[data.format]
+    log.append(f"reading {what} {path}: {data.column}, space group {data.spacegroup or 'P 1'}, "
+               f"{data.table.count} reflections in P1")
+    if data.cell is None:
+        return
+    rendered = list(direct[:3]) + list(np.asarray(direct[3:]) * RTD)
+    if any(abs(x - y) > 0.01 * abs(y) for x, y in zip(data.cell, rendered)):
+        warnings.append("WARNING: the cell of %s (%s) differs by more than 1%% from the rendered cell (%s)" % (
+            path, " ".join(_g(x) for x in data.cell), " ".join(_g(x) for x in rendered)))
 
 
 def write_fdump_cache(exp: Experiment):

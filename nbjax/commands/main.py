@@ -41,6 +41,9 @@ nbjax options:
   --npy FILE                 also write the float image as a NumPy .npy file
   --cbffile FILE             also write the -intfile pixels as a Pilatus-style
                              miniCBF (needs fabio: pip install 'nbjax[interop]')
+  --hkl-column NAME          the MTZ/mmCIF column -hkl reads (docs/inputs.md)
+  --model FILE               F from an atomic model (PDB/mmCIF) instead of -hkl
+  --model-dmin D             resolution (A) of --model (default: the detector's reach)
   --quiet                    print nothing but errors (no summary, no progress bar)
   --debug                    show Python tracebacks
   -h, --help                 this help

@@ -29,6 +29,9 @@ NBJAX_OPTIONS = {
     "--cbffile": 1,
     "--quiet": 0,
     "--debug": 0,
+    "--hkl-column": 1,
+    "--model": 1,
+    "--model-dmin": 1,
 }
 CHOICES = {
     "--phi-carryover-mode": ("spec", "c-parity"),

@@ -61,6 +61,7 @@ def render_command(argv) -> int:
         dtype=jnp.float64,
         evaluation_dtype="float32" if options.get("--precision") == "single" else None,
         block_rows=positive_int_option(options, "--block-rows"),
+        hkl_column=options.get("--hkl-column"), model=options.get("--model"), model_dmin=options.get("--model-dmin"),
     )
     # nanoBragg keeps a float image: render straight into float32
     exp = dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
