@@ -61,14 +61,15 @@ SCENES = {
 MEASUREMENTS = ("forward", "adjoint", "plain")
 
 CHILD = CHILD_PRELUDE + r"""
+from nbjax import groups as G
 from nbjax import params as P
 
 argv, kind, repeat, min_total = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 model = P.from_args(argv)
 params, config = model.params, model.config
-groups = P.GROUPS
-theta0 = P.get_groups(params, groups, config)
-unpack = lambda theta: P.set_groups(params, groups, config, theta)
+groups = G.GROUPS
+theta0 = G.get_groups(params, groups, config)
+unpack = lambda theta: G.set_groups(params, groups, config, theta)
 
 if kind == "forward":
     fun = jax.jit(lambda theta: P.simulate_core(unpack(theta), config))

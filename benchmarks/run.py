@@ -115,16 +115,17 @@ print(json.dumps(dict(steady=steady, compile=max(first - steady, 0.0), evals=eva
 
 # the gradient of a Poisson fit loss with respect to the groups `nbjax fit` refines
 GRAD_CHILD = CHILD_PRELUDE + r"""
+from nbjax import groups as G
 from nbjax import params as P
 argv, opts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 model = P.from_args(argv)
 params, config = model.params, model.config
 groups = ("cell", "misset", "N", "distance", "beam_center")
 observed = np.asarray(P.simulate(params, config)) * 1.01
-theta0 = P.get_groups(params, groups, config)
+theta0 = G.get_groups(params, groups, config)
 
 def loss(theta):
-    mu = P.simulate_core(P.set_groups(params, groups, config, theta), config, gradient=P.Adjoint()) + 1e-6
+    mu = P.simulate_core(G.set_groups(params, groups, config, theta), config, gradient=P.Adjoint()) + 1e-6
     return jnp.sum(mu - observed * jnp.log(mu))
 
 forward = jax.jit(lambda th: loss(th))

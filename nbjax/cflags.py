@@ -709,3 +709,23 @@ def _apply(rule, st, argv, i, consumed, matched):
             consumed.update(range(i + 1, i + 1 + _consumes(rule, strict)))
     rule.apply(st, values)
     return rule.stop
+
+
+def value_count(flag: str, following=()) -> int:
+    """How many of the ``following`` arguments the exact option ``flag`` takes as its values.
+
+    ``-cell`` takes up to six values (a value starting with '-' ends them),
+    ``-misset`` one ('random') or three; an option nbjax does not know takes none.
+    """
+    following = list(following)
+    if flag == "-cell":
+        count = 0
+        while count < 6 and count < len(following) and not following[count].startswith("-"):
+            count += 1
+        return count
+    if flag == "-misset":
+        return 1 if following and "rand" in following[0] else 3
+    for rule in _RULES:
+        if flag in rule.names:
+            return _consumes(rule, True)
+    return 0

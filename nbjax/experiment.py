@@ -37,7 +37,6 @@ from nbjax.errors import InputError
 from nbjax.geometry import conventions, crystal, detector
 from nbjax.geometry import pixels as pixel_geometry
 from nbjax.geometry.conventions import Convention, Pivot
-from nbjax.io import hkl as hkl_io
 from nbjax.io import reflections
 from nbjax.io import matrix as matrix_io
 from nbjax.io import smv as smv_io

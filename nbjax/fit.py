@@ -161,19 +161,16 @@ def load_observed(path, shape, adc_offset=0.0) -> np.ndarray:
 
 
 def refine_groups(refine) -> tuple:
-    from nbjax import params as P
+    """The groups named by ``--refine`` (a comma-separated string or a list), in reporting order."""
+    from nbjax.groups import GROUPS, lookup
 
     if isinstance(refine, str):
         refine = [g for g in refine.replace(" ", ",").split(",") if g]
-    groups = []
     for g in refine:
-        if g not in P.GROUPS:
-            raise InputError(f"--refine: unknown group {g!r} (known: {', '.join(P.GROUPS)})")
-        if g not in groups:
-            groups.append(g)
-    if not groups:
-        raise InputError("--refine: name at least one group (" + ", ".join(P.GROUPS) + ")")
-    return tuple(g for g in P.GROUPS if g in groups)
+        lookup(g)
+    if not refine:
+        raise InputError("--refine: name at least one group (" + ", ".join(GROUPS) + ")")
+    return tuple(g for g in GROUPS if g in refine)
 
 
 def _edge_radius_mm(params, config) -> float:
@@ -193,38 +190,13 @@ def _edge_radius_mm(params, config) -> float:
 def physical_units(params, config, groups) -> np.ndarray:
     """Per refined value: the change that moves a spot at the detector edge by about one pixel.
 
-    With ``φ = pixel / R`` (R: beam spot to the farthest roi corner): cell
-    lengths ``a φ``, angles (cell, misset, detector) ``φ`` rad, distance ``D φ``,
-    wavelength ``λ φ``, beam centre one pixel; N one cell; scale 10 %;
-    mosaic spread ``φ/4`` rad.
+    ``φ = pixel / R`` (R: beam spot to the farthest roi corner); each group's
+    rule is in :mod:`nbjax.groups`.
     """
-    from nbjax import params as P
-    from nbjax.constants import RTD
+    from nbjax import groups as G
 
-    d = params.detector
-    pixel = float(d.pixel_size_mm)
-    frac = pixel / _edge_radius_mm(params, config)
-    units = []
-    for g in groups:
-        if g == "cell":
-            units += list(np.abs(np.asarray(params.crystal.cell_A)) * frac) + [frac * RTD] * 3
-        elif g in ("misset", "detector_rot"):
-            units += [frac * RTD] * 3
-        elif g == "twotheta":
-            units += [frac * RTD]
-        elif g == "N":
-            units += [1.0] * 3
-        elif g == "distance":
-            units += [abs(float(P.get_group(params, g, config)[0])) * frac]
-        elif g == "beam_center":
-            units += [pixel, pixel]
-        elif g == "wavelength":
-            units += [float(params.beam.wavelength_A) * frac]
-        elif g == "scale":
-            units += [0.1 * max(abs(float(params.beam.scale)), 1e-12)]
-        elif g == "mosaic":
-            units += [frac * RTD / 4.0]
-    return np.asarray(units, np.float64)
+    pixel = float(params.detector.pixel_size_mm)
+    return G.physical_units(params, config, groups, pixel / _edge_radius_mm(params, config), pixel)
 
 
 # --------------------------------------------------------------------------
@@ -270,9 +242,10 @@ def _poisson_deviance(mu, observed, weights):
 
 
 def _image(theta, params0, mask, config, groups, gradient=None):
+    from nbjax import groups as G
     from nbjax import params as P
 
-    return P.simulate_core(P.set_groups(params0, groups, config, theta), config, mask, gradient=gradient)
+    return P.simulate_core(G.set_groups(params0, groups, config, theta), config, mask, gradient=gradient)
 
 
 def _objective(image, data, stage_data):
@@ -449,6 +422,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
     import jax.numpy as jnp
     import optax
 
+    from nbjax import groups as G
     from nbjax import params as P
 
     if not jax.config.jax_enable_x64:
@@ -490,7 +464,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
     static = dict(config=config, groups=groups)
 
     history = []
-    theta = P.get_groups(params, groups, config)
+    theta = G.get_groups(params, groups, config)
     total_iterations = 0
 
     def line(stage_index, stage, it, v, gnorm):
@@ -509,12 +483,12 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
         )
         keep = np.ones(theta.shape[0], bool)
         if stage.only is not None:
-            keep = np.concatenate([np.full(P.group_size(g), g in stage.only) for g in groups])
+            keep = np.concatenate([np.full(G.group_size(g), g in stage.only) for g in groups])
             if not keep.any():
                 continue
 
         if stage.optimizer == "adam":
-            units = jnp.asarray(np.where(keep, physical_units(P.set_groups(params, groups, config, theta), config, groups),
+            units = jnp.asarray(np.where(keep, physical_units(G.set_groups(params, groups, config, theta), config, groups),
                                          0.0))
             rate = jnp.asarray(float(stage.learning_rate))
             base = theta
@@ -564,7 +538,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
         while it < stage.max_iter and not done:
             base = theta
             C, v0, g0 = whitening(base)
-            units = physical_units(P.set_groups(params, groups, config, base), config, groups)
+            units = physical_units(G.set_groups(params, groups, config, base), config, groups)
             trust = (jnp.asarray(np.asarray(C) / units[:, None]), jnp.asarray(float(stage.max_step)))
             if it == 0:
                 line(stage_index, stage, 0, v0, float(jnp.linalg.norm(g0)))
@@ -613,7 +587,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
                     break
             theta = base + C @ u
 
-    refined = P.set_groups(params, groups, config, theta)
+    refined = G.set_groups(params, groups, config, theta)
     image = P.simulate(refined, config, data["mask"])
     value = float(steps["final_value"](image, data))
     image = np.asarray(image)
@@ -627,25 +601,11 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
 
 
 def result_dict(result: FitResult, argv=None) -> dict:
-    """``result.json``: refined values under their keys, loss, iterations, command line."""
-    from nbjax import params as P
+    """``fit_result.json``: refined values under their keys, loss, iterations, command line."""
+    from nbjax import groups as G
 
     p, cfg = result.params, result.config
-    out = {}
-    for g in result.groups:
-        key = P.RESULT_KEYS[g]
-        if g == "cell":
-            value = list(np.asarray(p.crystal.cell_A)) + list(np.asarray(p.crystal.cell_angles_deg))
-        elif g == "beam_center":
-            value = np.asarray(P.derived_geometry(p, cfg)["beam_center_mm"]) if cfg.sample_pivot_near_point \
-                else np.asarray(p.detector.beam_center_mm)
-        elif g == "distance" and cfg.close_distance_given:
-            value = P.derived_geometry(p, cfg)["distance_mm"]
-        else:
-            value = P.get_group(p, g, cfg)
-        value = np.asarray(value, np.float64).ravel()
-        out[key] = [float(v) for v in value] if (value.size > 1 or g in ("cell", "misset", "N", "beam_center",
-                                                                         "detector_rot")) else float(value[0])
+    out = {G.lookup(g).result_key: G.result_value(p, cfg, g) for g in result.groups}
     if "beam_center" in result.groups and cfg.sample_pivot_near_point:
         out["near_point_mm"] = [float(v) for v in np.asarray(p.detector.near_point_mm)]
     if "distance" in result.groups and cfg.close_distance_given:
@@ -660,99 +620,23 @@ def result_dict(result: FitResult, argv=None) -> dict:
     return out
 
 
-#: options nbjax replaces in the equivalent command line, with their value counts
-_VALUES = {
-    "-cell": 6, "-misset": 3, "-misset_seed": 1, "-mat": 1,
-    "-N": 1, "-Na": 1, "-Nb": 1, "-Nc": 1,
-    "-samplesize": 1, "-sample_size": 1, "-xtalsize": 1, "-xtal_size": 1, "-sample_thick": 1, "-sample_x": 1,
-    "-sample_width": 1, "-sample_y": 1, "-width": 1, "-sample_height": 1, "-sample_z": 1, "-height": 1,
-    "-xtal_thick": 1, "-xtal_x": 1, "-xtal_width": 1, "-xtal_y": 1, "-xtal_height": 1, "-xtal_z": 1,
-    "-distance": 1, "-close_distance": 1, "-Xbeam": 1, "-Ybeam": 1, "-ORGX": 1, "-ORGY": 1, "-Xclose": 1,
-    "-Yclose": 1, "-detector_rotx": 1, "-detector_roty": 1, "-detector_rotz": 1, "-twotheta": 1,
-    "-lambda": 1, "-wavelength": 1, "-energy": 1, "-fluence": 1, "-flux": 1, "-exposure": 1,
-    "-mosaic": 1, "-mosaicity": 1, "-mosaic_spread": 1, "-pivot": 1,
-}
-
-
-def _g(x) -> str:
-    return "%.12g" % float(x)
-
-
 def equivalent_args(argv, params, config, groups) -> list:
     """nanoBragg arguments that render the refined model: ``argv`` with the refined
     options replaced (N is rounded: nanoBragg's -N takes whole numbers)."""
-    from nbjax import params as P
-    from nbjax.constants import RTD
+    from nbjax import cflags
+    from nbjax import groups as G
 
-    drop = set()
-    add = []
-    p = params
-    for g in groups:
-        if g == "cell":
-            drop |= {"-cell", "-mat", "-misset", "-misset_seed"}
-            add += ["-cell"] + [_g(x) for x in np.asarray(p.crystal.cell_A)] + \
-                   [_g(x) for x in np.asarray(p.crystal.cell_angles_deg)]
-        if g == "N":
-            drop |= {"-N", "-Na", "-Nb", "-Nc", "-samplesize", "-sample_size", "-xtalsize", "-xtal_size",
-                     "-sample_thick", "-sample_x", "-sample_width", "-sample_y", "-width", "-sample_height",
-                     "-sample_z", "-height", "-xtal_thick", "-xtal_x", "-xtal_width", "-xtal_y", "-xtal_height",
-                     "-xtal_z"}
-            n = np.rint(np.asarray(p.crystal.n_cells)).astype(int)
-            add += ["-Na", str(n[0]), "-Nb", str(n[1]), "-Nc", str(n[2])]
-        if g == "distance":
-            if config.close_distance_given:
-                drop |= {"-close_distance", "-distance"}
-                add += ["-close_distance", _g(p.detector.close_distance_mm)]
-            else:
-                drop |= {"-distance"}
-                add += ["-distance", _g(p.detector.distance_mm)]
-        if g == "beam_center":
-            if config.sample_pivot_near_point:
-                drop |= {"-ORGX", "-ORGY", "-Xclose", "-Yclose"}
-                pixel = float(p.detector.pixel_size_mm)
-                near = np.asarray(p.detector.near_point_mm)
-                add += ["-ORGX", _g(near[0] / pixel + 0.5), "-ORGY", _g(near[1] / pixel + 0.5)]
-            else:
-                drop |= {"-Xbeam", "-Ybeam"}
-                bc = np.asarray(p.detector.beam_center_mm)
-                add += ["-Xbeam", _g(bc[0]), "-Ybeam", _g(bc[1])]
-        if g == "detector_rot":
-            drop |= {"-detector_rotx", "-detector_roty", "-detector_rotz"}
-            r = np.asarray(p.detector.rotations_deg)
-            add += ["-detector_rotx", _g(r[0]), "-detector_roty", _g(r[1]), "-detector_rotz", _g(r[2])]
-        if g == "twotheta":
-            drop |= {"-twotheta"}
-            add += ["-twotheta", _g(p.detector.twotheta_deg)]
-        if g == "wavelength":
-            drop |= {"-lambda", "-wavelength", "-energy"}
-            add += ["-lambda", _g(p.beam.wavelength_A)]
-        if g == "scale":
-            drop |= {"-fluence", "-flux", "-exposure"}
-            add += ["-fluence", _g(float(p.beam.fluence) * float(p.beam.scale))]
-        if g == "mosaic":
-            drop |= {"-mosaic", "-mosaicity", "-mosaic_spread"}
-            add += ["-mosaic", _g(p.crystal.mosaic_deg)]
-    # misset: every refined orientation (and a cell crystal made from a -mat) needs it
-    if "misset" in groups or "cell" in groups:
-        drop |= {"-misset", "-misset_seed"}
-        add += ["-misset"] + [_g(x) for x in np.asarray(p.crystal.misset_deg)]
-    if config.convention == "custom" and add:
-        drop |= {"-pivot"}
-        add += ["-pivot", config.pivot]
+    drop, add = G.command_flags(params, config, groups)
     kept = []
     i = 0
     argv = list(argv)
     while i < len(argv):
         arg = argv[i]
         if arg in drop:
-            count = _VALUES.get(arg, 0)
-            if arg == "-misset" and i + 1 < len(argv) and "rand" in argv[i + 1]:
-                count = 1
-            i += 1 + count
+            i += 1 + cflags.value_count(arg, argv[i + 1:])
             continue
         kept.append(arg)
         i += 1
-    del P, RTD
     return kept + add
 
 

@@ -57,7 +57,6 @@ from jax import lax
 
 from nbjax import engine
 from nbjax.constants import R_E_SQR_M2, RTD
-from nbjax.errors import InputError
 from nbjax.geometry import conventions, crystal, detector
 from nbjax.geometry.conventions import Convention, Pivot
 from nbjax.geometry.rotation import axis_angle_rows, cross, dot, umat2misset
@@ -83,13 +82,6 @@ __all__ = [
     "adjoint_unsupported",
     "batch_axes",
     "stack",
-    "GROUPS",
-    "RESULT_KEYS",
-    "get_group",
-    "set_group",
-    "get_groups",
-    "set_groups",
-    "group_size",
     "derived_geometry",
 ]
 
@@ -817,79 +809,6 @@ def batch_axes(params: Params, *leaves: str) -> Params:
         section, _, field = name.partition(".")
         axes = axes.replace(**{name: 0}) if field else axes.replace(**{section: jax.tree_util.tree_map(lambda _: 0, getattr(params, section))})
     return axes
-
-
-# --------------------------------------------------------------------------
-# parameter groups (what `nbjax fit --refine` names)
-
-#: refinable groups, in the order they are reported
-GROUPS = ("cell", "misset", "N", "distance", "beam_center", "detector_rot", "twotheta", "wavelength", "scale",
-          "mosaic")
-#: result.json key of each group
-RESULT_KEYS = dict(cell="cell", misset="misset_deg", N="N", distance="distance_mm", beam_center="beam_center_mm",
-                   detector_rot="detector_rot_deg", twotheta="twotheta_deg", wavelength="wavelength_A",
-                   scale="scale", mosaic="mosaic_deg")
-
-
-def _group_leaves(group: str, config: SimConfig):
-    """The (section, field) leaves a group moves under ``config``."""
-    if group == "cell":
-        return (("crystal", "cell_A"), ("crystal", "cell_angles_deg"))
-    if group == "misset":
-        return (("crystal", "misset_deg"),)
-    if group == "N":
-        return (("crystal", "n_cells"),)
-    if group == "distance":
-        return (("detector", "close_distance_mm" if config.close_distance_given else "distance_mm"),)
-    if group == "beam_center":
-        return (("detector", "near_point_mm" if config.sample_pivot_near_point else "beam_center_mm"),)
-    if group == "detector_rot":
-        return (("detector", "rotations_deg"),)
-    if group == "twotheta":
-        return (("detector", "twotheta_deg"),)
-    if group == "wavelength":
-        return (("beam", "wavelength_A"),)
-    if group == "scale":
-        return (("beam", "scale"),)
-    if group == "mosaic":
-        return (("crystal", "mosaic_deg"),)
-    raise InputError(f"--refine: unknown group {group!r} (known: {', '.join(GROUPS)})")
-
-
-def group_size(group: str) -> int:
-    return dict(cell=6, misset=3, N=3, beam_center=2, detector_rot=3).get(group, 1)
-
-
-def get_group(params: Params, group: str, config: SimConfig):
-    """The group's values as one 1-D array."""
-    parts = [jnp.ravel(getattr(getattr(params, s), f)) for s, f in _group_leaves(group, config)]
-    return jnp.concatenate(parts)
-
-
-def set_group(params: Params, group: str, config: SimConfig, values) -> Params:
-    """``params`` with the group's leaves set from the 1-D array ``values``."""
-    changes, start = {}, 0
-    for section, field in _group_leaves(group, config):
-        old = getattr(getattr(params, section), field)
-        size = int(np.prod(np.shape(old)))
-        changes[f"{section}.{field}"] = jnp.reshape(values[start:start + size], jnp.shape(old)).astype(old.dtype)
-        start += size
-    return params.replace(**changes)
-
-
-def get_groups(params: Params, groups, config: SimConfig):
-    """Several groups' values, in the order given, as one 1-D array (a fit's parameter vector)."""
-    return jnp.concatenate([get_group(params, g, config) for g in groups])
-
-
-def set_groups(params: Params, groups, config: SimConfig, vector) -> Params:
-    """``params`` with the groups set from the 1-D array ``vector`` (the inverse of :func:`get_groups`)."""
-    start = 0
-    for g in groups:
-        n = group_size(g)
-        params = set_group(params, g, config, vector[start:start + n])
-        start += n
-    return params
 
 
 # --------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_the_graph_is_read():
     graph = import_graph()
     assert "nbjax.engine" in graph["nbjax.experiment"]
     assert "nbjax.commands.render" in graph["nbjax.commands.main"]  # a lazy import counts
-    assert "nbjax.io.hkl" in graph["nbjax.experiment"]  # "from nbjax.io import hkl"
+    assert "nbjax.io.matrix" in graph["nbjax.experiment"]  # "from nbjax.io import matrix as matrix_io"
 
 
 def test_the_library_never_imports_the_command_layer():

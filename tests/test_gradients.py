@@ -64,6 +64,7 @@ import pytest
 
 from conftest import INPUTS
 from nbjax import engine
+from nbjax import groups as G
 from nbjax import params as P
 from nbjax.physics import lattice, structure_factors
 
@@ -88,11 +89,11 @@ class Spec:
 
 
 CASES = {
-    "square+mosaic": Spec("-mosaic 0.3 -mosaic_domains 2", P.GROUPS, table=("plain",), plain_all=True),
+    "square+mosaic": Spec("-mosaic 0.3 -mosaic_domains 2", G.GROUPS, table=("plain",), plain_all=True),
     "thick+polar+divergence": Spec(
         "-detector_thick 100 -detector_abs 400 -detector_thicksteps 3 -polar 0.7 -divergence 0.3 -divsteps 3 "
         "-dispersion 0.1 -dispsteps 2 -twotheta 3 -detector_rotx 1 -detector_roty -2 -detector_rotz 0.5 -phisteps 1",
-        P.GROUPS, exact=False),
+        G.GROUPS, exact=False),
     "tricubic+round": Spec("-interpolate -round_xtal -phisteps 1", ("misset", "N", "wavelength"),
                            fallback="point", table=("adjoint",)),
     "gauss": Spec("-gauss_xtal -phisteps 1", ("cell", "misset", "N"), table=("adjoint",)),
@@ -130,7 +131,7 @@ class Case:
         model = _from_args(BASE + spec.extra, interpolation_fallback=spec.fallback)
         self.name, self.groups = name, spec.groups
         self.params, self.config = model.params, model.config
-        self.names = [f"{g}[{i}]" for g in self.groups for i in range(P.group_size(g))]
+        self.names = [f"{g}[{i}]" for g in self.groups for i in range(G.group_size(g))]
         self.theta0 = self.pack(self.params)
         self.table0 = self.params.crystal.F_table
         self.units = fitmod.physical_units(self.params, self.config, self.groups)
@@ -151,10 +152,10 @@ class Case:
         self._grads, self._results, self._fd = {}, {}, None
 
     def pack(self, tree):
-        return P.get_groups(tree, self.groups, self.config)
+        return G.get_groups(tree, self.groups, self.config)
 
     def unpack(self, theta, table):
-        params = P.set_groups(self.params, self.groups, self.config, theta)
+        params = G.set_groups(self.params, self.groups, self.config, theta)
         return params.replace(**{"crystal.F_table": table})
 
     def image(self, theta, table, *, adjoint=False):

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import case_args
 from nbjax import engine
+from nbjax import groups as G
 from nbjax import params as P
 from nbjax.constants import RTD
 from nbjax.physics import rng
@@ -128,13 +129,13 @@ def test_batch_equals_loop(in_inputs_dir):
 def test_groups_and_replace(in_inputs_dir):
     model = P.from_args(SMALL)
     params, config = model.params, model.config
-    np.testing.assert_allclose(np.asarray(P.get_group(params, "cell", config)), [78, 84, 92, 88, 93, 91])
-    np.testing.assert_allclose(np.asarray(P.get_group(params, "misset", config)), [4, -7, 11])
-    np.testing.assert_allclose(np.asarray(P.get_group(params, "beam_center", config)), [6.5, 6.1])
-    moved = P.set_group(params, "distance", config, jnp.asarray([123.0]))
+    np.testing.assert_allclose(np.asarray(G.get_group(params, "cell", config)), [78, 84, 92, 88, 93, 91])
+    np.testing.assert_allclose(np.asarray(G.get_group(params, "misset", config)), [4, -7, 11])
+    np.testing.assert_allclose(np.asarray(G.get_group(params, "beam_center", config)), [6.5, 6.1])
+    moved = G.set_group(params, "distance", config, jnp.asarray([123.0]))
     assert float(moved.detector.distance_mm) == 123.0 and float(params.detector.distance_mm) == 110.0
     with pytest.raises(Exception):
-        P.get_group(params, "nonsense", config)
+        G.get_group(params, "nonsense", config)
     assert hash(config) == hash(dataclasses.replace(config))
 
 
@@ -143,7 +144,7 @@ def test_sample_pivot_moves_the_near_point(in_inputs_dir):
     model = P.from_args(case_args("p03_xds_orgx"))
     config = model.config
     assert config.pivot == "sample" and config.sample_pivot_near_point
-    near = np.asarray(P.get_group(model.params, "beam_center", config))
+    near = np.asarray(G.get_group(model.params, "beam_center", config))
     np.testing.assert_allclose(near, [(70 - 0.5) * 0.1, (55 - 0.5) * 0.1], rtol=1e-12)
     geometry = P.derived_geometry(model.params, config)
     np.testing.assert_allclose(np.asarray(geometry["orgx_orgy_px"]), [70, 55], rtol=1e-12)
