@@ -28,13 +28,14 @@ usage: nbjax [nanoBragg options] [nbjax options]
        nbjax compare A B [options]        compare two images
        nbjax fit --observed IMAGE --refine LIST [nanoBragg options]
 
-nanoBragg options are the single-dash flags of nanoBragg.c (-mat, -hkl, -cell,
--lambda, -distance, -detpixels, -floatfile, ...) with the same meaning; see
-docs/cli.md for the full table.
+nanoBragg options are the single-dash flags of nanoBragg.c with the same meaning,
+listed below; docs/flags.md has the full table (units, defaults, ranges, how
+nbjax compares with nanoBragg.c).
 
 nbjax options:
   --c-parity                 reproduce released nanoBragg.c, quirks included
-                             (phi=0 carry-over, compounding -oversample_* factors)
+                             (phi=0 carry-over, compounding -oversample_* factors,
+                             stray values and unknown flags skipped with a warning)
   --phi-carryover-mode M     spec (default) or c-parity, the phi part alone
   --accumulation M           spec (default) or c-parity, the -oversample_* part alone
   --interpolation-fallback M c (default: switch interpolation off for the rest
@@ -53,6 +54,7 @@ nbjax options:
   --quiet                    print nothing but errors (no summary, no progress bar)
   --debug                    show Python tracebacks
   -h, --help                 this help
+  --version                  print nbjax's version
 
 A progress bar (stderr) appears on renders that run longer than a second when
 stderr is a terminal; -noprogress or --quiet turn it off.  Output files appear
@@ -302,11 +304,11 @@ def _remove_quietly(path):
         pass
 
 
-def _settings(cargs):
+def _settings(cargs, c_parity=False):
     """nanoBragg's variables for the flags (validated; -img/-mask headers not read)."""
     from nbjax import cflags
 
-    return cflags.parse(cargs)
+    return cflags.parse(cargs, c_parity=c_parity)
 
 
 def render_command(argv) -> int:
@@ -316,7 +318,8 @@ def render_command(argv) -> int:
     from nbjax import progress
 
     devices = positive_int_option(options, "--devices", 1)
-    show_bar = devices == 1 and progress.wanted(quiet=quiet, meter=_settings(cargs).progress_meter)
+    scan = "c-parity" if options.get("--c-parity") else "spec"
+    show_bar = devices == 1 and progress.wanted(quiet=quiet, meter=_settings(cargs, scan == "c-parity").progress_meter)
     jax = setup_jax(options, synchronous_cpu=show_bar)
     # missing optional packages are refused before rendering, not after
     if "--cbffile" in options:
@@ -334,6 +337,7 @@ def render_command(argv) -> int:
         cargs,
         accumulation=accumulation,
         phi_carryover=phi_carryover,
+        argument_scan=scan,
         interpolation_fallback=options.get("--interpolation-fallback", "c"),
         # single precision: float32 per-evaluation arithmetic, float64 pixel geometry
         dtype=jnp.float64,
@@ -355,7 +359,10 @@ def render_command(argv) -> int:
     for target, what in targets:
         OutputSet.check(target, what)
 
-    say("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 (nbjax engine)")
+    from nbjax import flaghelp
+
+    say("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 "
+        f"({flaghelp.mode_text(accumulation, phi_carryover, scan)})")
     for line in exp.log:
         say(line)
     for line in exp.warnings:
@@ -548,8 +555,15 @@ def main(argv=None) -> int:
     if debug and argv[0] in ("example", "compare", "fit"):
         argv = [a for a in argv if a != "--debug"]  # the subcommands' own options do not include it
     if not argv or argv[0] in ("-h", "--help", "-help"):
-        print(USAGE)
+        from nbjax import flaghelp
+
+        print(USAGE + "\nnanoBragg options (docs/flags.md has the full table):\n\n" + flaghelp.flag_listing())
         return 0 if argv else 2
+    if "--version" in argv and argv[0] not in ("example", "compare", "fit"):
+        from nbjax import flaghelp
+
+        print(flaghelp.version_text())
+        return 0
     if argv[0] in SUBCOMMAND_HELP and any(a in ("-h", "--help") for a in argv[1:]):
         print(SUBCOMMAND_HELP[argv[0]])
         return 0
