@@ -20,8 +20,20 @@ same flags, the same numbers" means:
 :class:`CSettings`.  Where nanoBragg would silently accept a mistake, nbjax
 refuses it: an argument that is exactly the name of an option must have all its
 values, and they must be numbers where numbers are expected; ``-cell`` needs all
-six constants; an argument that matches no option, or a stray value, is an
-error.  Every value is also checked for its range (:data:`LIMITS`): lengths,
+six constants; an argument that matches no option (the error names the nearest
+option names), or a stray value (a value after a switch: the error says the
+switch takes none), is an error.
+
+nanoBragg.c itself skips such arguments, and it reads an option only when
+enough arguments follow it (``-curved_det`` only when any argument follows).
+With ``c_parity=True`` (``--c-parity``) the scan does the same: an unknown
+option, a stray value, and an option at the end of the list without all its
+values are skipped, each with a warning in :attr:`CSettings.notes`, and an
+incomplete ``-cell`` is read as far as it goes.  The options nanoBragg.c reads
+past the end of its list (:data:`READS_PAST_END`; it crashes) are refused in
+both modes, and so are values that are not numbers.
+
+Every value is also checked for its range (:data:`LIMITS`): lengths,
 wavelengths and pixel sizes positive, counts whole and not negative, no NaN or
 infinity, direction vectors not zero, seeds within a C ``int``; and the
 settings as a whole (:func:`check_settings`, also after the ``-img``/``-mask``
