@@ -557,7 +557,11 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help", "-help"):
         from nbjax import flaghelp
 
-        print(USAGE + "\nnanoBragg options (docs/flags.md has the full table):\n\n" + flaghelp.flag_listing())
+        try:
+            print(USAGE + "\nnanoBragg options (docs/flags.md has the full table):\n\n" + flaghelp.flag_listing(),
+                  flush=True)
+        except BrokenPipeError:  # nbjax --help | head
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0 if argv else 2
     if "--version" in argv and argv[0] not in ("example", "compare", "fit"):
         from nbjax import flaghelp
