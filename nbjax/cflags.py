@@ -20,8 +20,20 @@ same flags, the same numbers" means:
 :class:`CSettings`.  Where nanoBragg would silently accept a mistake, nbjax
 refuses it: an argument that is exactly the name of an option must have all its
 values, and they must be numbers where numbers are expected; ``-cell`` needs all
-six constants; an argument that matches no option, or a stray value, is an
-error.  Every value is also checked for its range (:data:`LIMITS`): lengths,
+six constants; an argument that matches no option (the error names the nearest
+option names), or a stray value (a value after a switch: the error says the
+switch takes none), is an error.
+
+nanoBragg.c itself skips such arguments, and it reads an option only when
+enough arguments follow it (``-curved_det`` only when any argument follows).
+With ``c_parity=True`` (``--c-parity``) the scan does the same: an unknown
+option, a stray value, and an option at the end of the list without all its
+values are skipped, each with a warning in :attr:`CSettings.notes`, and an
+incomplete ``-cell`` is read as far as it goes.  The options nanoBragg.c reads
+past the end of its list (:data:`READS_PAST_END`; it crashes) are refused in
+both modes, and so are values that are not numbers.
+
+Every value is also checked for its range (:data:`LIMITS`): lengths,
 wavelengths and pixel sizes positive, counts whole and not negative, no NaN or
 infinity, direction vectors not zero, seeds within a C ``int``; and the
 settings as a whole (:func:`check_settings`, also after the ``-img``/``-mask``
@@ -535,17 +547,33 @@ def _values_needed(kinds):
     return len(kinds)
 
 
+#: Options nanoBragg.c tests with ``argc >= i+1`` instead of ``argc > i+1``: as
+#: the last argument it reads the list's terminating null pointer and crashes.
+READS_PAST_END = ("-detector_abs", "-detector_thick", "-detector_thicksteps", "-thicksteps")
+
+
+@dataclasses.dataclass
+class _Scan:
+    """Book-keeping of one scan: which arguments were read as what."""
+
+    argv: list
+    c_parity: bool
+    consumed: set = dataclasses.field(default_factory=set)   # indices read as some option's value
+    matched: set = dataclasses.field(default_factory=set)    # indices read as an option
+    taken: dict = dataclasses.field(default_factory=dict)    # option index -> values it took
+    short: dict = dataclasses.field(default_factory=dict)    # option index -> (name, values needed)
+    arity: dict = dataclasses.field(default_factory=dict)    # option index -> values it takes
+
+    def take(self, i, count, arity=None):
+        self.matched.add(i)
+        self.taken[i] = max(self.taken.get(i, 0), count)
+        self.arity[i] = max(self.arity.get(i, 0), count if arity is None else arity)
+        self.consumed.update(range(i + 1, i + 1 + count))
+
+
 def _read_values(rule, argv, i, strict):
-    """Values of ``rule`` for ``argv[i]``; None when nanoBragg would skip the rule."""
+    """Values of ``rule`` for ``argv[i]`` (enough arguments follow it)."""
     flag = argv[i]
-    need = _values_needed(rule.kinds)
-    if len(argv) <= i + need:
-        if strict and rule.kinds == "-":
-            return []  # honoured; see the note added in _apply
-        if strict:
-            what = "a value" if need == 1 else f"{need} values"
-            raise InputError(f"{flag}: needs {what}")
-        return None
     if rule.kinds == "-":
         return []
     if rule.kinds == "s" and strict and rule.apply is _pivot_value:
@@ -556,20 +584,41 @@ def _read_values(rule, argv, i, strict):
         if strict and "inf" not in text:
             parse_float(text, flag)
         return [text, c_atof(text)]
-    texts = argv[i + 1:i + 1 + need]
+    texts = argv[i + 1:i + 1 + len(rule.kinds)]
     if strict:
         return [_strict(k, t, flag) for k, t in zip(rule.kinds, texts)]
     return [_lenient(k, t) for k, t in zip(rule.kinds, texts)]
 
 
-def _consumes(rule, strict):
+def _consumes(rule):
     if rule.kinds == "-":
         return 0
     return _values_needed(rule.kinds)
 
 
-def _parse_cell(st, argv, i, strict, consumed):
+def _too_few(scan, i, name, need, strict):
+    """``argv[i]`` (read as ``name``) lacks the ``need`` values nanoBragg.c waits for.
+
+    nanoBragg.c then skips the option.  Default mode: an exact option name is an
+    error at once; --c-parity: skipped with a warning (see :func:`_leftovers`).
+    The options nanoBragg.c reads past the end of the list are refused in both.
+    """
+    flag = scan.argv[i]
+    what = "a value" if need == 1 else f"{need} values"
+    if name in READS_PAST_END and (strict or scan.c_parity):
+        raise InputError(f"{flag}: needs {what} (as the last argument nanoBragg.c reads past the end of "
+                         "its argument list and crashes)")
+    if strict and not scan.c_parity:
+        raise InputError(f"{flag}: needs {what}")
+    if strict:
+        scan.short[i] = (name, need)  # the option's own name wins over a substring match
+    else:
+        scan.short.setdefault(i, (name, need))
+
+
+def _parse_cell(st, scan, i, strict):
     """-cell a b c alpha beta gamma (Å, degrees)."""
+    argv = scan.argv
     flag = argv[i]
     st.user_cell = True
     values = []
@@ -581,7 +630,12 @@ def _parse_cell(st, argv, i, strict, consumed):
         stop = argv[i + 1 + len(values)] if len(argv) > i + 1 + len(values) else None
         why = " (a value starting with '-' ends the list: lengths and angles must be positive)" \
             if stop is not None and is_number(stop) else ""
-        raise InputError(f"{flag}: needs six values a b c alpha beta gamma (Å, degrees), got {len(values)}{why}")
+        if not scan.c_parity or not values:
+            raise InputError(f"{flag}: needs six values a b c alpha beta gamma (Å, degrees), got {len(values)}{why}")
+        given = " ".join(values)
+        st.notes.append(f"WARNING: -cell {given}: only {len(values)} of the six cell constants given{why}; nanoBragg.c "
+                        "(and nbjax --c-parity) reads what is there and takes the rest as not given "
+                        "(b or c: equal to a; an angle: 90 degrees)")
     numbers = [parse_float(v, flag) if strict else c_atof(v) for v in values]
     if strict:
         if not all(_finite(x) for x in numbers):
@@ -593,15 +647,16 @@ def _parse_cell(st, argv, i, strict, consumed):
                              f"{' '.join(_shown(x) for x in numbers[3:])}")
     for k, x in enumerate(numbers):
         st.cell[k] = x if k < 3 else x / RTD
-        consumed.add(i + 1 + k)
+    scan.take(i, len(numbers), arity=6)
     return len(values) < 6  # nanoBragg 'continue's when it stopped early
 
 
-def _parse_misset(st, argv, i, strict, consumed):
+def _parse_misset(st, scan, i, strict):
+    argv = scan.argv
     flag = argv[i]
     if len(argv) > i + 1 and "rand" in argv[i + 1]:
         st.misset_mode = -1
-        consumed.add(i + 1)
+        scan.take(i, 1)
         return True
     if len(argv) > i + 3:
         texts = argv[i + 1:i + 4]
@@ -616,25 +671,37 @@ def _parse_misset(st, argv, i, strict, consumed):
         st.misset_mode = 1
         st.misset_rad = [x / RTD for x in numbers]
         if strict:
-            consumed.update({i + 1, i + 2, i + 3})
-        elif flag != "-misset":
-            st.notes.append(
-                f"{flag} also matches -misset (nanoBragg substring rule): misset angles set to "
-                f"{numbers[0]:g} {numbers[1]:g} {numbers[2]:g} degrees"
-            )
-    elif strict:
+            scan.take(i, 3)
+        else:
+            scan.matched.add(i)
+            if flag != "-misset":
+                st.notes.append(
+                    f"{flag} also matches -misset (nanoBragg substring rule): misset angles set to "
+                    f"{numbers[0]:g} {numbers[1]:g} {numbers[2]:g} degrees"
+                )
+    elif strict and not scan.c_parity:
         raise InputError(f"{flag}: needs three angles (degrees) or 'random'")
+    elif strict or flag != "-misset" and not any(r.match(flag) for r in _RULES):
+        scan.short.setdefault(i, ("-misset", 3))
     return False
 
 
-def parse(argv, initial: CSettings | None = None) -> CSettings:
+def parse(argv, initial: CSettings | None = None, *, c_parity: bool = False) -> CSettings:
     """Scan nanoBragg command-line arguments (without the program name).
 
     ``initial`` holds values set before the scan (nanoBragg applies the -mask
-    and -img headers first); the defaults otherwise.
+    and -img headers first); the defaults otherwise.  ``c_parity``: read the
+    list as released nanoBragg.c does where nbjax's default refuses it -- an
+    argument that is neither an option nor an option's value, an unknown
+    option, and an option without the values it needs at the end of the list
+    (a last ``-curved_det`` included) are skipped, each with a warning in
+    ``notes`` (see :func:`_leftovers`); the values themselves are checked in
+    both modes.
     """
     argv = [str(a) for a in argv]
     st = dataclasses.replace(initial) if initial is not None else CSettings()
+    st.notes = list(st.notes)
+    scan = _Scan(argv, c_parity)
     # nanoBragg reads the -img and -mask headers before everything else
     for i, arg in enumerate(argv):
         if arg.startswith("-"):
@@ -642,73 +709,202 @@ def parse(argv, initial: CSettings | None = None) -> CSettings:
                 st.imginfilename = argv[i + 1]
             if "-mask" in arg and len(argv) > i + 1:
                 st.maskfilename = argv[i + 1]
-    consumed: set = set()
-    matched: set = set()
     for i, arg in enumerate(argv):
         if not arg.startswith("-"):
             continue
         if "-mask" in arg:
             if len(argv) <= i + 1:
-                raise InputError(f"{arg}: needs a file name")
-            matched.add(i)
-            consumed.add(i + 1)
+                if not c_parity:
+                    raise InputError(f"{arg}: needs a file name")
+                scan.short.setdefault(i, ("-mask", 1))
+            else:
+                scan.take(i, 1)
         stopped = False
         for rule in _RULES[:4]:
             if rule.match(arg):
-                stopped = _apply(rule, st, argv, i, consumed, matched)
+                stopped = _apply(rule, st, scan, i)
                 if stopped:
                     break
         if stopped:
             continue
         if "-cell" in arg and len(argv) > i + 1:
-            matched.add(i)
             st.given.add("-cell")
-            if _parse_cell(st, argv, i, arg == "-cell", consumed):
+            if _parse_cell(st, scan, i, arg == "-cell"):
                 continue
-        elif arg == "-cell":
-            raise InputError("-cell: needs six values a b c alpha beta gamma (Å, degrees)")
+        elif "-cell" in arg:
+            if arg == "-cell" and not c_parity:
+                raise InputError("-cell: needs six values a b c alpha beta gamma (Å, degrees)")
+            scan.short.setdefault(i, ("-cell", 6))
         if "-misset" in arg:
-            matched.add(i)
             st.given.add("-misset")
-            if _parse_misset(st, argv, i, arg == "-misset", consumed):
+            if _parse_misset(st, scan, i, arg == "-misset"):
                 continue
         for rule in _RULES[4:]:
             if rule.match(arg):
-                if _apply(rule, st, argv, i, consumed, matched):
+                if _apply(rule, st, scan, i):
                     break
-    for i, arg in enumerate(argv):
-        if i in matched or i in consumed:
-            continue
-        if arg.startswith("-") and not is_number(arg):
-            raise InputError(f"{arg}: unknown option (nbjax knows nanoBragg's options; see 'nbjax --help')")
-        raise InputError(f"unexpected argument {arg!r} (not the value of any option)")
+    _leftovers(st, scan)
     check_settings(st)
     return st
 
 
-def _apply(rule, st, argv, i, consumed, matched):
+def _apply(rule, st, scan, i):
+    argv = scan.argv
     arg = argv[i]
     strict = arg in rule.names
-    values = _read_values(rule, argv, i, strict)
-    if values is None:
+    need = _values_needed(rule.kinds)
+    if len(argv) <= i + need:
+        if strict and rule.kinds == "-" and not scan.c_parity:
+            # honoured; nanoBragg.c would skip it (--c-parity does, with a warning)
+            st.given.add(arg)
+            scan.matched.add(i)
+            scan.taken.setdefault(i, 0)
+            st.notes.append(f"{arg} is the last argument: nanoBragg.c would ignore it there, nbjax honours it "
+                            "(--c-parity ignores it, as nanoBragg.c does)")
+            rule.apply(st, [])
+            return rule.stop
+        _too_few(scan, i, rule.names[0], need, strict)
         return False
+    values = _read_values(rule, argv, i, strict)
     _check_values(rule, arg, values, strict)
-    matched.add(i)
     if strict:
         st.given.add(arg)
-        consumed.update(range(i + 1, i + 1 + _consumes(rule, strict)))
-        if rule.kinds == "-" and len(argv) <= i + 1:
-            st.notes.append(f"{arg} is the last argument: nanoBragg.c would ignore it there, nbjax honours it")
+        scan.take(i, _consumes(rule))
     else:
         st.given.add(rule.names[0])
         exact_owner = any(arg in r.names for r in _RULES) or arg in ("-cell", "-misset")
         if exact_owner:
+            scan.matched.add(i)
+            scan.taken.setdefault(i, 0)
             st.notes.append(f"{arg} also matches {rule.names[0]} (nanoBragg substring rule)")
         else:
+            scan.take(i, _consumes(rule))
             st.notes.append(f"{arg} read as {rule.names[0]} (nanoBragg substring rule)")
-            consumed.update(range(i + 1, i + 1 + _consumes(rule, strict)))
     rule.apply(st, values)
     return rule.stop
+
+
+# --------------------------------------------------------------------------
+# what the scan left over: unknown options, stray values, options without values
+
+
+def suggestions(arg, limit=3):
+    """Option names close to ``arg`` (names it begins, then difflib's nearest)."""
+    import difflib
+
+    stem = arg.split("=")[0]
+    begun = sorted(n for n in OPTION_NAMES if n.startswith(stem) and n != stem) if len(stem) > 2 else []
+    near = difflib.get_close_matches(stem, OPTION_NAMES, n=limit, cutoff=0.6)
+    out = []
+    for name in begun + near:
+        if name not in out:
+            out.append(name)
+    return out[:limit]
+
+
+def _did_you_mean(arg):
+    names = suggestions(arg)
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f"did you mean {names[0]}?"
+    return f"did you mean {', '.join(names[:-1])} or {names[-1]}?"
+
+
+def _is_option(arg):
+    return arg.startswith("-") and not is_number(arg)
+
+
+def _switch_effect(flag):
+    from nbjax import flaghelp
+
+    meaning = flaghelp.meaning(flag)
+    return f" ({meaning})" if meaning else ""
+
+
+_OFF_WORDS = ("0", "off", "no", "false", "none", "0.0")
+
+
+def _values_text(scan, i):
+    return " ".join(scan.argv[i:i + 1 + scan.taken.get(i, 0)])
+
+
+def _plural(n):
+    return {1: "one value", 6: "six values"}.get(n, f"{n} values")
+
+
+def _leftovers(st, scan):
+    """Arguments the scan did not read, grouped under the option before them.
+
+    Default mode: the first one is an error saying what it is (an unknown
+    option, with the nearest names; a value after a switch, which takes none;
+    a value too many).  --c-parity: each group is skipped, as nanoBragg.c
+    skips it, with one warning in ``st.notes``.
+    """
+    argv = scan.argv
+    groups = {}      # owner index (None: before any option) -> stray value indices
+    unknown = []
+    owner = None
+    for i, arg in enumerate(argv):
+        read = i in scan.matched or i in scan.consumed
+        if _is_option(arg) and (i in scan.matched or not read):
+            owner = i
+            groups.setdefault(i, [])
+            if not read and i not in scan.short:
+                unknown.append(i)
+        elif not read:
+            groups.setdefault(owner, []).append(i)
+    for i, strays in groups.items():
+        words = " ".join(repr(argv[k]) for k in strays)
+        rest = " " + " ".join(argv[k] for k in strays) if strays else ""
+        if i is None or (i not in scan.short and i not in unknown and not strays) or \
+                (i in scan.short and i in scan.matched and not scan.c_parity and not strays):
+            if i is None and strays:
+                _problem(st, scan, f"unexpected argument {argv[strays[0]]!r} (not the value of any option)",
+                         f"WARNING: ignored {words}: neither an option nor an option's value; "
+                         "nanoBragg.c skips it")
+            continue
+        flag = argv[i]
+        if i in scan.short and (scan.c_parity or i not in scan.matched):
+            name, need = scan.short[i]
+            as_read = "" if flag == name else f" (read as {name} by nanoBragg's substring rule)"
+            if name == "-curved_det":
+                warning = (f"WARNING: ignored {flag}{rest}: it is the last argument and nanoBragg.c reads "
+                           f"-curved_det only when another argument follows it (the detector stays flat)")
+            else:
+                warning = (f"WARNING: ignored {flag}{rest}{as_read}: it needs {_plural(need)} and nanoBragg.c "
+                           f"reads it only when {'another argument follows' if need == 1 else f'{need} arguments follow'}")
+            _problem(st, scan, f"{flag}: needs {'a value' if need == 1 else f'{need} values'}{as_read}", warning)
+        elif i in unknown:
+            values = f" and the value{'s' if len(strays) > 1 else ''} after it" if strays else ""
+            hint = _did_you_mean(flag)
+            _problem(st, scan,
+                     f"{flag}: unknown option{'; ' + hint if hint else ''} (see 'nbjax --help'; nanoBragg.c and "
+                     "nbjax --c-parity ignore it)",
+                     f"WARNING: ignored {flag}{rest}: no nanoBragg option has this name, and nanoBragg.c skips "
+                     f"it{values}{' (' + hint + ')' if hint else ''}")
+        elif scan.taken.get(i, 0) == 0:
+            first = argv[strays[0]]
+            off = first.strip().lower() in _OFF_WORDS
+            keep_off = f"; leave {flag} out to keep it off" if off else ""
+            _problem(st, scan,
+                     f"{flag} is a switch and takes no value, got {first!r}: nanoBragg.c ignores {first!r} and "
+                     f"still turns {flag} on{_switch_effect(flag)}{keep_off}",
+                     f"WARNING: ignored {words} after {flag}: the switch takes no value; nanoBragg.c skips "
+                     f"{'it' if len(strays) == 1 else 'them'} and turns {flag} on{_switch_effect(flag)}")
+        else:
+            n = scan.arity.get(i, scan.taken[i])
+            _problem(st, scan,
+                     f"unexpected argument {argv[strays[0]]!r} after {_values_text(scan, i)} "
+                     f"({flag} takes {_plural(n)})",
+                     f"WARNING: ignored {words} after {_values_text(scan, i)}: not a value of {flag} (which takes "
+                     f"{_plural(n)}); nanoBragg.c skips {'it' if len(strays) == 1 else 'them'}")
+
+
+def _problem(st, scan, error, warning):
+    if not scan.c_parity:
+        raise InputError(error)
+    st.notes.append(warning)
 
 
 def value_count(flag: str, following=()) -> int:
@@ -727,5 +923,5 @@ def value_count(flag: str, following=()) -> int:
         return 1 if following and "rand" in following[0] else 3
     for rule in _RULES:
         if flag in rule.names:
-            return _consumes(rule, True)
+            return _consumes(rule)
     return 0

@@ -234,19 +234,22 @@ def _read_header(st: cflags.CSettings, path: str, is_mask: bool):
     return image
 
 
-def parse_args(argv, *, read_headers=True):
+def parse_args(argv, *, read_headers=True, argument_scan="spec"):
     """Parse nanoBragg arguments; SMV headers of -mask/-img are applied first.
 
-    Returns ``(settings, mask_image)``.
+    ``argument_scan``: "spec" (nbjax refuses stray values, unknown options and
+    missing values) or "c-parity" (skipped with a warning, as nanoBragg.c
+    skips them; see :func:`nbjax.cflags.parse`).  Returns ``(settings, mask_image)``.
     """
-    probe = cflags.parse(argv)  # validates, and finds -mask / -img
+    c_parity = argument_scan == "c-parity"
+    probe = cflags.parse(argv, c_parity=c_parity)  # validates, and finds -mask / -img
     st = cflags.CSettings()
     mask_image = None
     if read_headers and probe.maskfilename is not None:
         mask_image = _read_header(st, probe.maskfilename, is_mask=True)
     if read_headers and probe.imginfilename is not None:
         _read_header(st, probe.imginfilename, is_mask=False)
-    final = cflags.parse(argv, initial=st)
+    final = cflags.parse(argv, initial=st, c_parity=c_parity)
     return final, mask_image
 
 
@@ -258,6 +261,7 @@ def build(
     *,
     accumulation: str = "spec",
     phi_carryover: str = "spec",
+    argument_scan: str = "spec",
     interpolation_fallback: str = "c",
     dtype=jnp.float64,
     evaluation_dtype: str | None = None,
@@ -270,12 +274,13 @@ def build(
     """Set up an experiment from nanoBragg command-line arguments.
 
     ``accumulation`` / ``phi_carryover``: "spec" (physically correct) or
-    "c-parity" (released nanoBragg.c).  ``hkl_column``: the MTZ/mmCIF column
+    "c-parity" (released nanoBragg.c); ``argument_scan`` the same for reading
+    the argument list (:func:`parse_args`).  ``hkl_column``: the MTZ/mmCIF column
     ``-hkl`` reads; ``model``: an atomic model whose F replace ``-hkl``, to the
     detector corner's resolution or ``model_dmin`` (Å) (see
     :mod:`nbjax.io.reflections`).  Raises :class:`InputError` on bad input.
     """
-    st, mask_image = parse_args(argv)
+    st, mask_image = parse_args(argv, argument_scan=argument_scan)
     log, warnings = [], []
     model_dmin = _check_structure_factor_options(st, hkl_column, model, model_dmin)
 

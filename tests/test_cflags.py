@@ -1,6 +1,7 @@
 """nanoBragg's flag scanner: the substring quirks, strict validation, ranges."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -246,3 +247,89 @@ def test_flag_reference_lists_every_option():
 
     missing = [name for name in cflags.OPTION_NAMES + list(options.NBJAX_OPTIONS) if f"`{name}`" not in text]
     assert not missing
+
+
+# --------------------------------------------------------------------------- position and count: --c-parity
+
+# (arguments, the default mode's error, --c-parity's warning, what --c-parity reads)
+SKIPPED_BY_NANOBRAGG = [
+    ("-oversample_thick 0 -N 3",
+     "-oversample_thick is a switch and takes no value, got '0': nanoBragg.c ignores '0' and still turns "
+     "-oversample_thick on .*; leave -oversample_thick out to keep it off",
+     "ignored '0' after -oversample_thick: the switch takes no value",
+     lambda st: st.oversample_thick and st.Na == 3),
+    ("-nonoise 17", "-nonoise is a switch and takes no value, got '17'", "ignored '17' after -nonoise",
+     lambda st: not st.calculate_noise),
+    ("-distance 80 -curved_det", None, "ignored -curved_det: it is the last argument",
+     lambda st: not st.curved_detector and st.distance == pytest.approx(0.08)),
+    ("-hdiv 0 -vdiv 0 -N 3", "-hdiv: unknown option; did you mean -hdivrange",
+     "ignored -hdiv 0: no nanoBragg option has this name.*did you mean -hdivrange",
+     lambda st: st.hdivrange == -1.0 and st.vdivrange == -1.0 and st.Na == 3),
+    ("-hdiv 5", "-hdiv: unknown option", "ignored -hdiv 5", lambda st: st.hdivrange == -1.0),
+    ("-N 3 17", "unexpected argument '17' after -N 3 \\(-N takes one value\\)",
+     "ignored '17' after -N 3: not a value of -N", lambda st: st.Na == 3),
+    ("17 -N 3", "unexpected argument '17' \\(not the value of any option\\)", "ignored '17'",
+     lambda st: st.Na == 3),
+    ("-N 3 -distance", "-distance: needs a value", "ignored -distance: it needs one value",
+     lambda st: st.distance == pytest.approx(0.1)),
+    ("-roi 1 2 3", "-roi: needs 4 values", "ignored -roi 1 2 3: it needs 4 values",
+     lambda st: st.roi == [-1, -1, -1, -1]),
+    ("-fdet_vector 0 1", "-fdet_vector: needs 3 values", "ignored -fdet_vector 0 1",
+     lambda st: st.fdet_vector == [0.0, 0.0, 1.0] and st.convention == "mosflm"),
+    ("-misset 1 2", "-misset: needs three angles", "ignored -misset 1 2", lambda st: st.misset_mode == 0),
+    ("-misset random", None, None, lambda st: st.misset_mode == -1),
+    ("-cell", "-cell: needs six values", "ignored -cell", lambda st: not st.user_cell),
+    ("-cell 100 -N 3", "-cell: needs six values", "-cell 100: only 1 of the six cell constants given",
+     lambda st: st.user_cell and st.cell == [100.0, 0.0, 0.0, 0.0, 0.0, 0.0] and st.Na == 3),
+    ("-mask", "-mask: needs a file name", "ignored -mask", lambda st: st.maskfilename is None),
+    ("-printout_pixel 5", "-printout_pixel: needs 2 values", "ignored -printout_pixel 5",
+     lambda st: st.printout and st.printout_pixel is None),
+    ("-distance_mm", "-distance_mm: needs a value \\(read as -distance", "ignored -distance_mm \\(read as -distance",
+     lambda st: st.distance == pytest.approx(0.1)),
+]
+
+
+@pytest.mark.parametrize("args, error, warning, reads", SKIPPED_BY_NANOBRAGG)
+def test_c_parity_skips_what_nanobragg_skips(args, error, warning, reads):
+    st = cflags.parse(args.split(), c_parity=True)
+    assert reads(st), (args, st)
+    warnings = [note for note in st.notes if note.startswith("WARNING: ")]
+    if warning is None:
+        assert not warnings
+    else:
+        assert re.search(warning, warnings[0]), warnings
+        assert len(warnings) == 1 + args.count("-vdiv"), warnings
+    if error is None:
+        cflags.parse(args.split())  # the default mode reads it too
+    else:
+        with pytest.raises(InputError, match=error):
+            cflags.parse(args.split())
+
+
+@pytest.mark.parametrize("args", ["-detector_thick", "-detector_abs", "-thicksteps", "-detector_thicksteps"])
+def test_options_nanobragg_reads_past_the_end_are_refused_in_both_modes(args):
+    """nanoBragg.c tests these with argc >= i+1: as the last argument it crashes (segmentation fault)."""
+    for c_parity in (False, True):
+        with pytest.raises(InputError, match=f"{args}: needs a value .*crashes"):
+            cflags.parse(["-N", "3", args], c_parity=c_parity)
+
+
+def test_values_are_checked_in_both_modes():
+    for args, message in (("-distance far", "expected a number"), ("-N -5", "-N: must be"),
+                          ("-misset 10 20 -N 5", "-misset: expected a number, got '-N'"),
+                          ("-cell -N 3", "-cell: needs six values")):
+        with pytest.raises(InputError, match=message):
+            cflags.parse(args.split(), c_parity=True)
+
+
+def test_suggestions_begin_with_names_the_argument_starts():
+    assert cflags.suggestions("-hdiv") == ["-hdivrange", "-hdivstep", "-hdivsteps"]
+    assert "-detsize_f" in cflags.suggestions("-detsize_x")
+    assert cflags.suggestions("-frobnicate") == []
+
+
+def test_every_option_has_a_help_line():
+    from nbjax import flaghelp
+
+    assert sorted(flaghelp.names()) == sorted(cflags.OPTION_NAMES)
+    assert all(flaghelp.meaning(name) for name in cflags.OPTION_NAMES)

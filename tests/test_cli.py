@@ -136,6 +136,9 @@ BAD_INPUTS = {
     "zero --devices": (GOOD + ["--devices", "0"], "--devices"),
     "non-numeric --block-rows": (GOOD + ["--block-rows", "many"], "--block-rows"),
     "nbjax option without value": (GOOD + ["--npy"], "--npy"),
+    "value after a switch": (GOOD + ["-oversample_thick", "0"], "leave -oversample_thick out to keep it off"),
+    "misspelt flag": (GOOD + ["-hdiv", "0"], "did you mean -hdivrange"),
+    "c-parity: option nanoBragg.c reads past the end": (GOOD + ["--c-parity", "-detector_thick"], "crashes"),
 }
 
 
@@ -270,8 +273,14 @@ def test_quiet_prints_nothing(in_inputs_dir, capsys):
 
 
 def test_help(capsys):
+    from nbjax import cflags
+
     assert cli.main(["--help"]) == 0
-    assert "--preview" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--preview" in out and "docs/flags.md" in out
+    listed = {word.rstrip(",") for line in out.splitlines() for word in line.split() if word.startswith("-")}
+    assert set(cflags.OPTION_NAMES) <= listed, set(cflags.OPTION_NAMES) - listed
+    assert "  -oversample_thick" in out and "recompute sensor absorption for every sub-pixel" in out
     assert cli.main([]) == 2
     capsys.readouterr()
     for sub in ("compare", "example"):
@@ -346,3 +355,34 @@ def test_render_with_progress_bar_gives_the_same_image(in_inputs_dir, capsys, mo
     np.testing.assert_array_equal(np.fromfile(in_inputs_dir / "floatimage.bin", np.float32), plain)
     code, _, _ = run(GOOD + ["--block-rows", "8", "-noprogress"], capsys)
     assert code == 0 and len(calls) == 1
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"nbjax {metadata.version('nbjax')}\n"
+
+
+def test_c_parity_reads_the_command_line_as_nanobragg(in_inputs_dir, capsys):
+    """c01 (-oversample_thick 0): refused by default, rendered by --c-parity with a warning, as
+    nanoBragg.c renders it (strict); the summary's first line names the mode."""
+    from nbjax.compare import metrics
+
+    from conftest import reference_image
+
+    args = case_args("c01_oversample_thick_stray_value")
+    code, out, err = run(args, capsys)
+    assert code == 2 and "-oversample_thick is a switch and takes no value, got '0'" in err and out == ""
+    code, out, err = run(args + ["--c-parity"], capsys)
+    assert code == 0
+    assert out.splitlines()[0] == ("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel "
+                                   "5-17-17 (nbjax engine, --c-parity: released nanoBragg.c)")
+    assert "nbjax: WARNING: ignored '0' after -oversample_thick" in err
+    image = np.fromfile(in_inputs_dir / "float.bin", np.float32).reshape(64, 64)
+    assert metrics(reference_image("c01_oversample_thick_stray_value", "c").reshape(64, 64), image).strict
+    code, out, _ = run(GOOD, capsys)
+    assert code == 0 and out.splitlines()[0].endswith("(nbjax engine, default mode: nanoBragg.c with its upstream fixes)")
+    code, out, _ = run(GOOD + ["--accumulation", "c-parity"], capsys)
+    assert code == 0 and out.splitlines()[0].endswith(
+        "(nbjax engine, mixed mode: accumulation c-parity, phi carry-over spec, argument scan spec)")

@@ -10,8 +10,8 @@ geometry but does not render).  Each may succeed or raise InputError; any
 other exception is a bug.  The file readers have their own fuzzing in
 test_io_fuzz.py.
 
-Example counts: 600 + 300 (flag scanner), 150 (nbjax options), 100 (compare's
-options), 200 + 50 (set-up): 1,400 generated inputs.
+Example counts: 600 + 300 + 300 (flag scanner, default and --c-parity), 150 (nbjax options), 100 (compare's
+options), 200 + 50 + 100 (set-up, the last under --c-parity): 1,800 generated inputs.
 """
 
 from __future__ import annotations
@@ -145,6 +145,13 @@ def test_flag_scanner_raises_only_input_errors(argv):
 
 
 @settings(FAST, max_examples=300)
+@given(argv=argument_lists)
+def test_c_parity_scanner_raises_only_input_errors(argv):
+    """--c-parity skips what nanoBragg.c skips; whatever it reads, it still fails only with InputError."""
+    _only_input_errors(lambda a: cflags.parse(a, c_parity=True), argv)
+
+
+@settings(FAST, max_examples=300)
 @given(flag=st.sampled_from(cflags.OPTION_NAMES), values=st.lists(st.one_of(numbers, st.sampled_from(WORDS)),
                                                                    max_size=7))
 def test_every_flag_with_any_values(flag, values):
@@ -192,3 +199,11 @@ def test_setup_with_free_form_arguments(extra, fuzz_dir, monkeypatch):
     """The same with free-form generated words added."""
     monkeypatch.chdir(fuzz_dir)
     _only_input_errors(lambda a: experiment.build(a, now=0.0), BASE + extra)
+
+
+@settings(FAST, max_examples=100)
+@given(extra=options_lists, free=argument_lists)
+def test_c_parity_setup_raises_only_input_errors(extra, free, fuzz_dir, monkeypatch):
+    """What --c-parity lets through (partial -cell, skipped options) still sets up or fails cleanly."""
+    monkeypatch.chdir(fuzz_dir)
+    _only_input_errors(lambda a: experiment.build(a, now=0.0, argument_scan="c-parity"), BASE + extra + free)

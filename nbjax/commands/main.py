@@ -9,6 +9,7 @@ on stderr and exit status 2.  Anything else is reported as an internal error
 
 from __future__ import annotations
 
+import os
 import sys
 
 from nbjax.errors import InputError
@@ -19,13 +20,14 @@ usage: nbjax [nanoBragg options] [nbjax options]
        nbjax compare A B [options]        compare two images
        nbjax fit --observed IMAGE --refine LIST [nanoBragg options]
 
-nanoBragg options are the single-dash flags of nanoBragg.c (-mat, -hkl, -cell,
--lambda, -distance, -detpixels, -floatfile, ...) with the same meaning; see
-docs/cli.md for the full table.
+nanoBragg options are the single-dash flags of nanoBragg.c with the same meaning,
+listed below; docs/flags.md has the full table (units, defaults, ranges, how
+nbjax compares with nanoBragg.c).
 
 nbjax options:
   --c-parity                 reproduce released nanoBragg.c, quirks included
-                             (phi=0 carry-over, compounding -oversample_* factors)
+                             (phi=0 carry-over, compounding -oversample_* factors,
+                             stray values and unknown flags skipped with a warning)
   --phi-carryover-mode M     spec (default) or c-parity, the phi part alone
   --accumulation M           spec (default) or c-parity, the -oversample_* part alone
   --interpolation-fallback M c (default: switch interpolation off for the rest
@@ -47,6 +49,7 @@ nbjax options:
   --quiet                    print nothing but errors (no summary, no progress bar)
   --debug                    show Python tracebacks
   -h, --help                 this help
+  --version                  print nbjax's version
 
 A progress bar (stderr) appears on renders that run longer than a second when
 stderr is a terminal; -noprogress or --quiet turn it off.  Output files appear
@@ -72,8 +75,19 @@ def main(argv=None) -> int:
     if debug and argv[0] in ("example", "compare", "fit"):
         argv = [a for a in argv if a != "--debug"]  # the subcommands' own options do not include it
     if not argv or argv[0] in ("-h", "--help", "-help"):
-        print(USAGE)
+        from nbjax import flaghelp
+
+        try:
+            print(USAGE + "\nnanoBragg options (docs/flags.md has the full table):\n\n" + flaghelp.flag_listing(),
+                  flush=True)
+        except BrokenPipeError:  # nbjax --help | head
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0 if argv else 2
+    if "--version" in argv and argv[0] not in ("example", "compare", "fit"):
+        from nbjax import flaghelp
+
+        print(flaghelp.version_text())
+        return 0
     if argv[0] in SUBCOMMAND_HELP and any(a in ("-h", "--help") for a in argv[1:]):
         print(SUBCOMMAND_HELP[argv[0]])
         return 0

@@ -21,11 +21,11 @@ from nbjax.io import cbf
 from nbjax.io.outputs import OutputSet
 
 
-def _settings(cargs):
+def _settings(cargs, c_parity=False):
     """nanoBragg's variables for the flags (validated; -img/-mask headers not read)."""
     from nbjax import cflags
 
-    return cflags.parse(cargs)
+    return cflags.parse(cargs, c_parity=c_parity)
 
 
 def render_command(argv) -> int:
@@ -35,7 +35,8 @@ def render_command(argv) -> int:
     from nbjax import progress
 
     devices = positive_int_option(options, "--devices", 1)
-    show_bar = devices == 1 and progress.wanted(quiet=quiet, meter=_settings(cargs).progress_meter)
+    scan = "c-parity" if options.get("--c-parity") else "spec"
+    show_bar = devices == 1 and progress.wanted(quiet=quiet, meter=_settings(cargs, scan == "c-parity").progress_meter)
     jax = setup_jax(options, synchronous_cpu=show_bar)
     # missing optional packages are refused before rendering, not after
     if "--cbffile" in options:
@@ -56,6 +57,7 @@ def render_command(argv) -> int:
         cargs,
         accumulation=accumulation,
         phi_carryover=phi_carryover,
+        argument_scan=scan,
         interpolation_fallback=options.get("--interpolation-fallback", "c"),
         # single precision: float32 per-evaluation arithmetic, float64 pixel geometry
         dtype=jnp.float64,
@@ -78,7 +80,10 @@ def render_command(argv) -> int:
     for target, what in targets:
         OutputSet.check(target, what)
 
-    say("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 (nbjax engine)")
+    from nbjax import flaghelp
+
+    say("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 "
+        f"({flaghelp.mode_text(accumulation, phi_carryover, scan)})")
     for line in exp.log:
         say(line)
     for line in exp.warnings:
