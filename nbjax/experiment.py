@@ -353,11 +353,11 @@ def build(
         raise InputError("no unit cell: give -mat FILE or -cell a b c alpha beta gamma")
 
     # ---- step auto-selection -----------------------------------------------------
-    phisteps, osc, phistep = _phi_steps(st.phisteps, st.osc, st.phistep)
+    phisteps, osc, phistep = sources.phi_steps(st.phisteps, st.osc, st.phistep)
     hdivsteps, hdivrange, hdivstep = sources.resolve_steps(st.hdivsteps, st.hdivrange, st.hdivstep, default_span=1.0)
     vdivsteps, vdivrange, vdivstep = sources.resolve_steps(st.vdivsteps, st.vdivrange, st.vdivstep, default_span=1.0)
     dispsteps, dispersion, dispstep = sources.resolve_steps(st.dispsteps, st.dispersion, st.dispstep, default_span=1.0)
-    thicksteps, thick, thickstep = _thickness_steps(st.detector_thicksteps, st.detector_thick, st.detector_thickstep)
+    thicksteps, thick, thickstep = sources.thickness_steps(st.detector_thicksteps, st.detector_thick, st.detector_thickstep)
     detector_mu = st.detector_mu
     if thick > 0.0 and detector_mu < 0.0:
         detector_mu = 1.0 / thick
@@ -659,6 +659,7 @@ def build(
         roi=tuple(roi), oversample=oversample, pixel_size_m=st.pixel_size,
         steps=n_sources * mosaic_domains * phisteps * oversample * oversample,
         interpolate=bool(interpolate),
+        sensor_thickness_m=float(thick),  # after the step rules; 0 = no sensor depth
     )
     outputs = Outputs(
         floatfile=st.floatfilename,
@@ -787,48 +788,6 @@ def default_block_rows(roi, oversample, thicksteps, n_sources, n_steps):
 
 def _to_numpy(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
-
-
-def _phi_steps(phisteps, osc, phistep):
-    if phisteps < 0:
-        if osc < 0.0:
-            if phistep <= 0.0:
-                return 1, 0.0, 0.0
-            return 2, phistep, phistep
-        if phistep <= 0.0:
-            return 2, osc, osc / 2.0
-        return int(math.ceil(osc / phistep)), osc, phistep
-    if phisteps == 0:
-        phisteps = 1
-    if osc < 0.0:
-        if phistep <= 0.0:
-            osc = 1.0 / RTD
-            return phisteps, osc, osc / phisteps
-        return 2, phistep, phistep
-    if phistep < 0.0:
-        return phisteps, osc, osc / phisteps
-    return phisteps, osc, phistep
-
-
-def _thickness_steps(count, thick, step):
-    if count <= 0:
-        if thick < 0.0:
-            if step <= 0.0:
-                return 1, 0.0, 0.0
-            return 2, step, step
-        if step <= 0.0:
-            return 2, thick, thick / 2
-        return int(math.ceil(thick / step)), thick, step
-    if thick < 0.0:
-        if step <= 0.0:
-            thick = 0.5e-6
-            return count, thick, thick / count
-        return 2, step, step
-    if step <= 0.0:
-        if count <= 1:
-            count = 2
-        return count, thick, thick / (count - 1)
-    return count, thick, step
 
 
 def _mosaic_domains(domains, spread, warnings):

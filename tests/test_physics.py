@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nbjax.constants import RTD
+
 from nbjax import engine, experiment
 from nbjax.physics import absorption, lattice, polarization, sources
 
@@ -94,6 +96,18 @@ def test_step_rules():
     assert sources.resolve_steps(-1, 2.0, 0.5, default_span=1.0) == (4, 2.0, 0.5)
     assert sources.resolve_steps(3, 2.0, -1.0, default_span=1.0) == (3, 2.0, 1.0)
     assert sources.resolve_steps(4, -1.0, -1.0, default_span=1.0) == (4, 1.0, 0.25)
+    # phi (nanoBragg's -phisteps/-osc/-phistep): a lone osc is split in two halves, a count
+    # divides the sweep (no fence post), -phisteps 0 is one step, the default sweep is 1 degree
+    assert sources.phi_steps(-1, 0.2, -1.0) == (2, 0.2, 0.1)
+    assert sources.phi_steps(4, 0.2, -1.0) == (4, 0.2, 0.05)
+    assert sources.phi_steps(0, -1.0, -1.0) == (1, 1.0 / RTD, 1.0 / RTD)
+    assert sources.phi_steps(-1, 0.3, 0.1) == (3, 0.3, 0.1)
+    # sensor layers: a lone thickness gives two layers half as thick, a count gets fence posts,
+    # a lone count covers the 0.5 um default
+    assert sources.thickness_steps(-1, 1e-4, -1.0) == (2, 1e-4, 5e-5)
+    assert sources.thickness_steps(5, 1e-4, -1.0) == (5, 1e-4, 2.5e-5)
+    assert sources.thickness_steps(1, 1e-4, -1.0) == (2, 1e-4, 1e-4)
+    assert sources.thickness_steps(4, -1.0, -1.0) == (4, 0.5e-6, 0.125e-6)
     # round divergence drops the corners of a 3x3 grid but keeps a 2x2 one whole
     grid = sources.divergence_grid(3, 2e-3, 1e-3, 3, 2e-3, 1e-3, True)
     assert len(grid) == 5 and (0.0, 0.0) in grid

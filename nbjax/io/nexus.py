@@ -150,16 +150,9 @@ class DatasetGeometry:
 def sensor_thickness_m(exp) -> float:
     """The sensor thickness the render modelled (m): ``-detector_thick``
     after nanoBragg's step rules, 0 when there is no sensor depth."""
-    if not exp.config.has_thickness or exp.settings is None:
+    if not exp.config.has_thickness:
         return 0.0
-    from nbjax import experiment
-    from nbjax.physics import sources
-
-    st = exp.settings
-    count, thick, step = experiment._thickness_steps(st.detector_thicksteps, st.detector_thick,
-                                                     st.detector_thickstep)
-    count, thick, step = sources.sanitize(count, thick, step)
-    return float(thick)
+    return float(exp.header["sensor_thickness_m"])
 
 
 def geometry_from_experiment(exp) -> DatasetGeometry:

@@ -16,7 +16,9 @@ but never uses it).  Without ``-sourcefile`` the sources are a grid:
   for k < dispsteps.
 
 :func:`resolve_steps` is nanoBragg's rule that completes a (range, step size,
-count) triple from whatever the user gave.  All of this runs on the host in
+count) triple from whatever the user gave -- for the divergence and dispersion
+grids here, and for the phi sweep and the sensor layers (:func:`phi_steps`,
+:func:`thickness_steps`).  All of this runs on the host in
 float64, in nanoBragg's order, so the directions are the same doubles.
 """
 
@@ -26,7 +28,7 @@ import math
 
 import numpy as np
 
-from nbjax.constants import SOURCE_DISTANCE_M
+from nbjax.constants import RTD, SOURCE_DISTANCE_M
 
 
 def _div(a, b):
@@ -35,11 +37,20 @@ def _div(a, b):
         return float(np.float64(a) / np.float64(b))
 
 
-def resolve_steps(count: int, span: float, step: float, *, default_span: float, zero_span_fallback=True):
-    """Complete (count, span, step) by nanoBragg's rules; returns (count, span, step).
+def resolve_steps(count: int, span: float, step: float, *, default_span: float, halve_lone_span: bool = False,
+                  fencepost: bool = True):
+    """Complete (count, span, step) by nanoBragg's rule; returns (count, span, step).
 
-    ``count <= 0`` / ``span < 0`` / ``step <= 0`` mean "not given".  Used for the
-    divergence and dispersion grids (``default_span`` 1.0).
+    One rule for every sampled range: phi (``osc``), sensor layers, divergence
+    and dispersion.  ``count <= 0`` / ``span < 0`` / ``step <= 0`` mean "not
+    given".  nanoBragg varies it in two places, which the keywords name:
+
+    * only the span given: two points, ``step = span/2`` (``halve_lone_span``:
+      phi and sensor layers) or ``step = span`` (divergence, dispersion);
+    * count and span given: ``step = span/(count − 1)`` with at least two
+      points (``fencepost``: layers, divergence, dispersion) or
+      ``span/count`` (phi);
+    * only the count given: ``span = default_span``, ``step = span/count``.
     """
     if count <= 0:
         if span < 0.0:
@@ -47,7 +58,7 @@ def resolve_steps(count: int, span: float, step: float, *, default_span: float, 
                 return 1, 0.0, 0.0
             return 2, step, step
         if step <= 0.0:
-            return 2, span, span
+            return 2, span, _div(span, 2.0) if halve_lone_span else span
         return int(math.ceil(_div(span, step))), span, step
     if span < 0.0:
         if step <= 0.0:
@@ -55,10 +66,25 @@ def resolve_steps(count: int, span: float, step: float, *, default_span: float, 
             return count, span, _div(span, count)
         return 2, step, step
     if step <= 0.0:
+        if not fencepost:
+            return count, span, _div(span, count)
         if count <= 1:
             count = 2
         return count, span, _div(span, count - 1)
     return count, span, step
+
+
+def phi_steps(phisteps: int, osc: float, phistep: float):
+    """nanoBragg's phi sweep (count, osc, step), radians: ``-phisteps 0`` means one step, the default span is 1°."""
+    if phisteps == 0:
+        phisteps = 1
+    return resolve_steps(phisteps, osc, phistep, default_span=1.0 / RTD, halve_lone_span=True,
+                         fencepost=False)
+
+
+def thickness_steps(count: int, thick: float, step: float):
+    """nanoBragg's sensor layers (count, thickness, layer thickness), metres; default thickness 0.5 µm."""
+    return resolve_steps(count, thick, step, default_span=0.5e-6, halve_lone_span=True)
 
 
 def sanitize(count, span, step):
