@@ -90,6 +90,24 @@ class Experiment:
     fdump: tuple | None = None   # (path, HKLTable) nanoBragg caches after reading -hkl
     settings: object = None      # the parsed flags (cflags.CSettings) after set-up
     detector_setup: object = None  # the DetectorSetup the detector was placed from
+    crystal_setup: object = None   # the CrystalSetup: orientation and mosaic draws, as drawn and read once
+
+
+class CrystalSetup(NamedTuple):
+    """What the crystal stage drew and read, for the differentiable model to reuse (never redraw).
+
+    ``misset_rad``: misset angles after a ``-misset random`` draw; ``cell``: the
+    completed ``-cell`` constants (Å, radians) or None; ``matrix_reciprocal_A``:
+    the ``-mat`` file's reciprocal vectors as rows (Å⁻¹) or None;
+    ``mosaic``: the domains (:class:`nbjax.physics.rng.MosaicDomains`) and
+    ``mosaic_spread_rad`` their spread after nanoBragg's defaulting.
+    """
+
+    misset_rad: np.ndarray
+    cell: np.ndarray | None
+    matrix_reciprocal_A: np.ndarray | None
+    mosaic: object
+    mosaic_spread_rad: float
 
 
 # --------------------------------------------------------------------------
@@ -413,10 +431,11 @@ def build(
     if st.user_cell:
         cell = np.asarray(completed_cell(st.cell), np.float64)
         recip, volume = _reciprocal_from_cell(cell)
+    matrix_recip = None
     if st.matfilename is not None:
         log.append(f"reading {st.matfilename}")
         matrix = matrix_io.read_mosflm_matrix(st.matfilename)
-        recip = (1e-10 / st.lambda0) * np.asarray(matrix, np.float64).T
+        recip = matrix_recip = (1e-10 / st.lambda0) * np.asarray(matrix, np.float64).T
     lattice = _lattice(recip, misset_rad, cell, volume if cell is not None else None)
     real_A = np.asarray(lattice.real_A)
     recip_A = np.asarray(lattice.reciprocal_A)
@@ -537,7 +556,8 @@ def build(
         log.append(f"writing dump file for next time: {dump_path}")
 
     # ---- mosaic domains ---------------------------------------------------------------
-    umats = rng.mosaic_domain_umats(mosaic_spread, mosaic_domains, st.mosaic_seed, rng_state)
+    domains = rng.mosaic_domains(mosaic_spread, mosaic_domains, st.mosaic_seed, rng_state)
+    umats = domains.umats
     log.append(f"  created a total of {mosaic_domains} mosaic domains")
     if oversample <= 0:
         oversample = 1
@@ -678,7 +698,9 @@ def build(
         log.append(f"  water droplet size: {_g(water)} m")
     return Experiment(scene=scene, config=config, mask=mask, outputs=outputs, log=tuple(log),
                       header=header, rng_state=rng_state, warnings=tuple(warnings), notes=tuple(st.notes),
-                      fdump=fdump, settings=st, detector_setup=setup)
+                      fdump=fdump, settings=st, detector_setup=setup,
+                      crystal_setup=CrystalSetup(misset_rad=misset_rad, cell=cell, matrix_reciprocal_A=matrix_recip,
+                                                 mosaic=domains, mosaic_spread_rad=float(mosaic_spread)))
 
 
 def _check_structure_factor_options(st, hkl_column, model, model_dmin):

@@ -877,29 +877,16 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
     scene = exp.scene
     f64 = lambda x: np.asarray(x, np.float64)
 
-    # crystal: the random misset and the mosaic draws in nanoBragg's order, on one shared RNG state
-    from nbjax.physics import rng
-    from nbjax.physics.ran1 import CStatics
-
-    rng_state = CStatics()
-    misset_seed = st.misset_seed if st.misset_seed is not None else -int(now)
-    misset_rad = [0.0, 0.0, 0.0]
-    if st.misset_mode == -1:
-        misset_rad = [float(x) for x in rng.random_misset(misset_seed, rng_state)]
-    elif st.misset_mode > 0:
-        misset_rad = list(st.misset_rad)
-    cell = experiment.completed_cell(st.cell) if st.user_cell else list(st.cell)
-    reciprocal = np.zeros((3, 3))
-    if st.matfilename is not None:
-        from nbjax.io import matrix as matrix_io
-
-        reciprocal = f64((1e-10 / st.lambda0) * jnp.asarray(matrix_io.read_mosflm_matrix(st.matfilename), jnp.float64).T)
+    # crystal: the orientation and mosaic draws the set-up made, and the matrix it read (never redrawn or reread)
+    xtal = exp.crystal_setup
+    misset_rad = [float(x) for x in xtal.misset_rad]
+    cell = list(xtal.cell) if xtal.cell is not None else list(st.cell)
+    reciprocal = f64(xtal.matrix_reciprocal_A) if xtal.matrix_reciprocal_A is not None else np.zeros((3, 3))
     if not st.user_cell:  # report the cell of the matrix
         direct, _ = crystal.cell_parameters(*_matrix_lattice(reciprocal))
         cell = [float(x) for x in np.asarray(direct)]
-    n_domains = scene.mosaic_umats.shape[0]
-    axes, factors = rng.mosaic_domain_draws(n_domains, st.mosaic_seed, rng_state)
-    spread = st.mosaic_spread if st.mosaic_spread > 0.0 else 0.0
+    axes, factors = xtal.mosaic.axes, xtal.mosaic.factors
+    spread = xtal.mosaic_spread_rad
 
     crystal_params = CrystalParams(
         cell_A=f64(cell[:3]), cell_angles_deg=f64([_deg(x) for x in cell[3:]]),

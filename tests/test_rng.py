@@ -14,7 +14,7 @@ import pytest
 from nbjax.constants import RTD
 from nbjax.geometry.rotation import umat2misset
 from nbjax.physics.ran1 import CStatics, Ran1State, ran1
-from nbjax.physics.rng import mosaic_domain_umats, mosaic_rotation_umat, powf, random_misset
+from nbjax.physics.rng import mosaic_domains, mosaic_rotation_umat, powf, random_misset
 
 # first ten ran1() values of a fresh process, and the seed variable afterwards
 RAN1_REF = {
@@ -138,8 +138,8 @@ MOSAIC_HALFDEG_DEFAULT = [
     "spread_deg, n, seed, ref",
     [(1.0, 6, -12345, MOSAIC_1DEG_SEED12345), (0.5, 4, -12345678, MOSAIC_HALFDEG_DEFAULT)],
 )
-def test_mosaic_domain_umats_match_c(spread_deg, n, seed, ref):
-    umats = mosaic_domain_umats(spread_deg / RTD, n, seed)
+def test_mosaic_domains_match_c(spread_deg, n, seed, ref):
+    umats = mosaic_domains(spread_deg / RTD, n, seed).umats
     assert umats.shape == (n, 3, 3) and umats.dtype == np.float64
     np.testing.assert_array_equal(umats[0], np.eye(3))
     got = umats[1:4].reshape(3, 9)
@@ -154,8 +154,8 @@ def test_mosaic_domain0_consumes_draws():
     st = Ran1State(-12345)
     mosaic_rotation_umat(1.0 / RTD, st)
     second = mosaic_rotation_umat(1.0 / RTD, st)
-    np.testing.assert_array_equal(second, mosaic_domain_umats(1.0 / RTD, 2, -12345)[1])
-    assert mosaic_domain_umats(0.0, 1, -12345678).tolist() == [np.eye(3).tolist()]
+    np.testing.assert_array_equal(second, mosaic_domains(1.0 / RTD, 2, -12345).umats[1])
+    assert mosaic_domains(0.0, 1, -12345678).umats.tolist() == [np.eye(3).tolist()]
 
 
 def test_random_misset_matches_c():
@@ -178,7 +178,7 @@ def test_chain_misset_mosaic_noise_shared_table():
 
     shared = CStatics()
     random_misset(-99, shared)
-    umats = mosaic_domain_umats(1.0 / RTD, 2, 7, shared)       # -mosaic_seed -7
+    umats = mosaic_domains(1.0 / RTD, 2, 7, shared).umats       # -mosaic_seed -7
     ref_dom1 = [0.99996978019139426, -0.0074113751949966434, -0.0023473861407260137,
                 0.0074210543565348449, 0.99996388580460249, 0.0041418641693239241,
                 0.002316604457398654, -0.0041591590831275759, 0.99998866730553959]
@@ -188,7 +188,7 @@ def test_chain_misset_mosaic_noise_shared_table():
 
     shared = CStatics()
     random_misset(-99, shared)
-    umats = mosaic_domain_umats(1.0 / RTD, 3, -12345, shared)
+    umats = mosaic_domains(1.0 / RTD, 3, -12345, shared).umats
     assert np.max(np.abs(umats[1:3].reshape(2, 9) - MOSAIC_1DEG_SEED12345[:2])) <= 1e-15
     dev = poisson_deviates_c(np.full(8, 5.0, np.float32), 5, shared)  # continues the table
     np.testing.assert_array_equal(dev, _f32("3 5 5 4 4 2 5 2"))

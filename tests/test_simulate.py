@@ -57,7 +57,7 @@ def test_mosaic_draws_rebuild_nanobragg_domains(in_inputs_dir):
     angles = np.array([float(np.float32(spread32 * np.float32(f))) for f in np.asarray(c.mosaic_factors)])
     rebuilt = np.asarray(P.mosaic_umats(jnp.asarray(1.0 * RTD), c.mosaic_axes, jnp.asarray(angles)))
     np.testing.assert_array_equal(rebuilt, np.asarray(model.experiment.scene.mosaic_umats))
-    direct = rng.mosaic_domain_umats(float(c.mosaic_deg) / RTD, c.mosaic_axes.shape[0], -12345)
+    direct = rng.mosaic_domains(float(c.mosaic_deg) / RTD, c.mosaic_axes.shape[0], -12345).umats
     np.testing.assert_array_equal(rebuilt, direct)
 
 

@@ -71,6 +71,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,8 +80,8 @@ from nbjax.physics.ran1 import Ran1State, as_statics, check_seed, ran1
 
 __all__ = [
     "mosaic_rotation_umat",
-    "mosaic_domain_umats",
-    "mosaic_domain_draws",
+    "mosaic_domains",
+    "MosaicDomains",
     "random_misset",
 ]
 
@@ -121,6 +122,12 @@ def _mosaic_draw(state: Ran1State):
     return axis, powf(np.float32(1.0 - r3 * r3), _ONE_THIRD_F)
 
 
+def _umat(mosaicity_rad, axis, factor) -> np.ndarray:
+    """The rotation of one draw: angle ``mosaicity * factor`` with C's float rounding, Rodrigues rows."""
+    rot = float(np.float32(np.float32(mosaicity_rad) * factor))
+    return np.array(axis_angle_rows(*axis, math.cos(rot), math.sin(rot)), dtype=np.float64)
+
+
 def mosaic_rotation_umat(mosaicity_rad: float, state: Ran1State) -> np.ndarray:
     """A random rotation within a spherical cap; nanoBragg's ``mosaic_rotation_umat``.
 
@@ -130,32 +137,24 @@ def mosaic_rotation_umat(mosaicity_rad: float, state: Ran1State) -> np.ndarray:
     The matrix is the axis-angle (Rodrigues) rotation, returned row-major as C
     fills ``umat[0..8]``.
     """
-    (v1, v2, v3), factor = _mosaic_draw(state)
-    rot = float(np.float32(np.float32(mosaicity_rad) * factor))
-    return np.array(axis_angle_rows(v1, v2, v3, math.cos(rot), math.sin(rot)), dtype=np.float64)
+    return _umat(mosaicity_rad, *_mosaic_draw(state))
 
 
-def mosaic_domain_draws(n_domains: int, seed: int, state=None):
-    """The draws behind :func:`mosaic_domain_umats`, without the spread.
+class MosaicDomains(NamedTuple):
+    """nanoBragg's mosaic domains: their rotations and the draws behind them.
 
-    Returns ``(axes, factors)``, shapes ``(n_domains, 3)`` and ``(n_domains,)``:
-    domain ``m``'s unit rotation axis and ``powf(1 - r3**2, 1/3)`` (its angle is
-    the spread times the factor).  Domain 0's factor is 0: C overwrites that
-    domain with the identity.  Same seed and ``state`` rules as
-    :func:`mosaic_domain_umats`.
+    ``umats`` (n, 3, 3); ``axes`` (n, 3) unit rotation axes; ``factors`` (n,)
+    ``powf(1 - r3**2, 1/3)``, each domain's angle over the spread (0 for domain
+    0, which C overwrites with the identity).
     """
-    stream = Ran1State(check_seed(seed), as_statics(state))
-    n = int(n_domains)
-    axes, factors = np.zeros((n, 3)), np.zeros(n)
-    for d in range(n):
-        axes[d], factors[d] = _mosaic_draw(stream)
-    if n:
-        factors[0] = 0.0
-    return axes, factors
+
+    umats: np.ndarray
+    axes: np.ndarray
+    factors: np.ndarray
 
 
-def mosaic_domain_umats(spread_rad: float, n_domains: int, seed: int, state=None) -> np.ndarray:
-    """The mosaic domain orientations nanoBragg makes, shape ``(n_domains, 3, 3)``.
+def mosaic_domains(spread_rad: float, n_domains: int, seed: int, state=None) -> MosaicDomains:
+    """The mosaic domains nanoBragg makes, drawn once.
 
     ``seed`` is the value of C's ``mosaic_seed`` variable (the command line
     stores ``-atoi(arg)``; the default is -12345678).  C draws a rotation for
@@ -167,12 +166,14 @@ def mosaic_domain_umats(spread_rad: float, n_domains: int, seed: int, state=None
     """
     stream = Ran1State(check_seed(seed), as_statics(state))
     n = int(n_domains)
-    out = np.empty((n, 3, 3), dtype=np.float64)
+    umats, axes, factors = np.empty((n, 3, 3)), np.zeros((n, 3)), np.zeros(n)
     for d in range(n):
-        out[d] = mosaic_rotation_umat(spread_rad, stream)
+        axes[d], factors[d] = _mosaic_draw(stream)
+        umats[d] = _umat(spread_rad, axes[d], factors[d])
     if n:
-        out[0] = np.eye(3)
-    return out
+        umats[0] = np.eye(3)
+        factors[0] = 0.0
+    return MosaicDomains(umats, axes, factors)
 
 
 #: the "mosaicity" C passes for a random orientation: 90.0, which the routine
