@@ -148,6 +148,16 @@ class RenderConfig:
         x0, x1, y0, y1 = self.roi_bounds
         return max(y1 - y0 + 1, 0), max(x1 - x0 + 1, 0)
 
+    @property
+    def uses_carryover(self) -> bool:
+        """Released nanoBragg's phi = 0 carry-over shapes the image (c-parity mode and a phi step at exactly 0)."""
+        return self.phi_carryover == "c-parity" and any(self.phi_zero)
+
+    @property
+    def image_wide_fallback(self) -> bool:
+        """Tricubic interpolation that switches itself off for the rest of the image (nanoBragg's rule)."""
+        return self.has_hkls and self.interpolate and self.interpolation_fallback == "c"
+
 
 class Carry(NamedTuple):
     """State that flows from block to block in raster order."""
@@ -240,7 +250,7 @@ def _phi_states(scene: Scene, cfg: RenderConfig, carried_state):
     cell = scene.cell_m
     rotated = jax.vmap(lambda phi: rotate_about_axis(cell, scene.spindle, phi))(scene.phi_rad)
     n_phi = rotated.shape[0]
-    if not _uses_carryover(cfg):
+    if not cfg.uses_carryover:
         lead = jnp.zeros(n_phi, bool)
         return rotated, rotated, lead, carried_state
     nonzero = [j for j in range(n_phi) if not cfg.phi_zero[j]]
@@ -262,10 +272,6 @@ def _phi_states(scene: Scene, cfg: RenderConfig, carried_state):
             alternative.append(carried_state)
             lead.append(True)
     return jnp.stack(normal), jnp.stack(alternative), jnp.asarray(lead), end_state
-
-
-def _uses_carryover(cfg: RenderConfig) -> bool:
-    return cfg.phi_carryover == "c-parity" and any(cfg.phi_zero)
 
 
 def _step_matrices(states, umats):
@@ -329,7 +335,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     shape = blk.fast.shape
     n_src = scene.incident.shape[0]
     n_steps = blk.matrices.shape[0]
-    carryover = _uses_carryover(cfg)
+    carryover = cfg.uses_carryover
     pixel = (0, 0)
     ray = _vmap2(_ray, pixel + (None,) * 5)
     scattering = _vmap2(_scattering, (0, 0, 0, None, None))
@@ -528,7 +534,7 @@ def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_in
         table=table,
     )
     has_run = active
-    if _uses_carryover(cfg):
+    if cfg.uses_carryover:
         if cfg.has_dmin:
             has_run = active & _any_uncut(scene, cfg, blk)
         flat_run = has_run.ravel()
@@ -562,7 +568,7 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     n_pix = blk.fast.size
     interpolating, first_oob = carry.interpolating, carry.first_oob
 
-    if cfg.has_hkls and cfg.interpolate and cfg.interpolation_fallback == "c":
+    if cfg.image_wide_fallback:
         big = jnp.iinfo(jnp.int32).max
         zeros = jnp.zeros(shape, blk.fast.dtype)
         extra = dict(first_e=jnp.full(shape, big, jnp.int32), first_hkl=(zeros, zeros, zeros))
@@ -607,7 +613,7 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
         value = value.astype(cfg.output_dtype)
 
     phi_state = carry.phi_state
-    if _uses_carryover(cfg):
+    if cfg.uses_carryover:
         phi_state = jnp.where(jnp.any(has_run), end_state, carry.phi_state)
     new_carry = Carry(
         phi_state=phi_state,

@@ -416,11 +416,11 @@ def adjoint_unsupported(render: engine.RenderConfig) -> str | None:
     """Why the adjoint render cannot differentiate ``render``, or None when it can."""
     if render.accumulation != "spec":
         return "c-parity accumulation of the -oversample_* factors (--accumulation c-parity)"
-    if engine._uses_carryover(render):
+    if render.uses_carryover:
         return "the phi = 0 carry-over of released nanoBragg.c (--phi-carryover-mode c-parity)"
     if render.oversample_thick or render.oversample_polar or render.oversample_omega:
         return "per-sub-pixel -oversample_thick/_polar/_omega factors"
-    if render.has_hkls and render.interpolate and render.interpolation_fallback == "c":
+    if render.image_wide_fallback:
         return "tricubic interpolation that switches itself off for the rest of the image (-interpolate)"
     if getattr(render, "evaluation_dtype", None) or getattr(render, "output_dtype", None):
         return "mixed precision (evaluation_dtype/output_dtype)"

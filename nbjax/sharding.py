@@ -70,7 +70,7 @@ def _shard_flags(scene, cfg, mask, block_ids):
         blk, has_run, _ = engine._prepare_block(scene, cfg, mask, carry, index)
         any_run, any_oob = flags
         any_run = any_run | jnp.any(has_run)
-        if cfg.has_hkls and cfg.interpolate and cfg.interpolation_fallback == "c":
+        if cfg.image_wide_fallback:
             big = jnp.iinfo(jnp.int32).max
             zeros = jnp.zeros(blk.fast.shape, blk.fast.dtype)
             extra = dict(first_e=jnp.full(blk.fast.shape, big, jnp.int32), first_hkl=(zeros, zeros, zeros))
@@ -88,9 +88,7 @@ def _sharded_renderer(cfg: engine.RenderConfig, n_devices: int, has_mask: bool, 
     mesh = Mesh(np.array(devices), ("rows",))
     total = engine.n_blocks(cfg)
     per = -(-total // n_devices)
-    needs_flags = engine._uses_carryover(cfg) or (
-        cfg.has_hkls and cfg.interpolate and cfg.interpolation_fallback == "c"
-    )
+    needs_flags = cfg.uses_carryover or cfg.image_wide_fallback
     rows = PartitionSpec("rows")
     replicated = PartitionSpec()
 
@@ -101,7 +99,7 @@ def _sharded_renderer(cfg: engine.RenderConfig, n_devices: int, has_mask: bool, 
     def render_fn(scene, mask, block_ids, run_before, oob_before):
         carry = engine.initial_carry(scene)
         _, _, _, end_state = engine._phi_states(scene, cfg, carry.phi_state)
-        if engine._uses_carryover(cfg):
+        if cfg.uses_carryover:
             carry = carry._replace(phi_state=jnp.where(run_before[0], end_state, carry.phi_state))
         carry = carry._replace(interpolating=~oob_before[0])
         block = functools.partial(engine._block, scene, cfg, mask if has_mask else None)
