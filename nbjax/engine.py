@@ -600,8 +600,7 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
 
     final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, interpolate_here), {})
 
-    steps = scene.incident.shape[0] * scene.mosaic_umats.shape[0] * scene.phi_rad.shape[0] * cfg.oversample ** 2
-    value = R_E_SQR_M2 * scene.fluence * final["I"].astype(scene.fluence.dtype) / steps
+    value = photons(scene, cfg, final["I"].astype(scene.fluence.dtype))
     if not cfg.oversample_thick:
         value = value * final["capture"]
     if not cfg.oversample_polar:
@@ -622,6 +621,17 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
         first_oob=first_oob,
     )
     return new_carry, value
+
+
+def n_steps(scene: Scene, cfg: RenderConfig) -> int:
+    """nanoBragg's ``steps``: sources × mosaic domains × phi steps × sub-pixels (oversample²)."""
+    return scene.incident.shape[0] * scene.mosaic_umats.shape[0] * scene.phi_rad.shape[0] * cfg.oversample ** 2
+
+
+def photons(scene: Scene, cfg: RenderConfig, accumulated):
+    """Photons per pixel from the accumulated ``Σ F² F_latt²`` (times Ω P C where those are per
+    evaluation): ``r_e² · fluence · accumulated / steps``, in nanoBragg's order of operations."""
+    return R_E_SQR_M2 * scene.fluence * accumulated / n_steps(scene, cfg)
 
 
 def initial_carry(scene: Scene) -> Carry:

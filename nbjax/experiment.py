@@ -32,7 +32,7 @@ import numpy as np
 
 from nbjax import cflags
 from nbjax.constants import AVOGADRO, R_E_SQR_M2, RTD, WATER_F, WATER_MW_G_PER_MOL
-from nbjax.engine import RenderConfig, Scene
+from nbjax.engine import RenderConfig, Scene, n_steps
 from nbjax.errors import InputError
 from nbjax.geometry import conventions, crystal, detector
 from nbjax.geometry import pixels as pixel_geometry
@@ -677,7 +677,7 @@ def build(
         phi_deg=st.phi0 * RTD, osc_start_deg=st.phi0 * RTD, osc_range_deg=osc * RTD,
         twotheta_deg=st.detector_twotheta * RTD,
         roi=tuple(roi), oversample=oversample, pixel_size_m=st.pixel_size,
-        steps=n_sources * mosaic_domains * phisteps * oversample * oversample,
+        steps=n_steps(scene, config),
         interpolate=bool(interpolate),
         sensor_thickness_m=float(thick),  # after the step rules; 0 = no sensor depth
     )

@@ -56,7 +56,7 @@ import numpy as np
 from jax import lax
 
 from nbjax import engine
-from nbjax.constants import R_E_SQR_M2, RTD
+from nbjax.constants import RTD
 from nbjax.geometry import conventions, crystal, detector
 from nbjax.geometry.conventions import Convention, Pivot
 from nbjax.geometry.rotation import axis_angle_rows, cross, dot, umat2misset
@@ -396,7 +396,7 @@ def derived_geometry(params: Params, config: SimConfig) -> dict:
 # costs tens of forward renders.  The adjoint below is the same model read
 # backwards: for a cotangent image g,
 #
-#   image_p = K f Ω_p P_p C_p (I_bg + Σ_e T_e(p)),   T_e = F(hkl_e)² F_latt(hkl_e)²
+#   image_p = K f Ω_p P_p C_p (I_bg + Σ_e T_e(p)),   T_e = F(hkl_e)² F_latt(hkl_e)², K = r_e²/steps
 #   ∂⟨g, image⟩ = Σ_p g_p image_p ∂log(f Ω_p P_p C_p) + Σ_p c_p (∂I_bg + Σ_e ∂T_e(p)),
 #   c_p = g_p K f Ω_p P_p C_p,
 #
@@ -530,8 +530,6 @@ def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
     rows = jnp.clip(slow_i[:, 0], 0, cfg.spixels - 1)
     g_blk = jnp.where(active, g[rows][:, fast_i[0]], 0.0)
     img_blk = jnp.where(active, image[rows][:, fast_i[0]], 0.0)
-    steps = scene.incident.shape[0] * scene.mosaic_umats.shape[0] * scene.phi_rad.shape[0] * cfg.oversample ** 2
-    K = R_E_SQR_M2 / steps
 
     # (1) prefactors: ∂image/∂θ = image ∂log(f Ω P C)/∂θ
     def log_prefactor(s):
@@ -543,7 +541,7 @@ def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
 
     # (2) the sum over evaluations
     omega, polar, capture = _pixel_factors(scene, cfg, fast, slow, active)
-    c = jnp.where(active, g_blk * (K * scene.fluence) * omega * polar * capture, 0.0)
+    c = jnp.where(active, engine.photons(scene, cfg, g_blk * omega * polar * capture), 0.0)
     grad = dataclasses.replace(grad, background_I=grad.background_I + jnp.sum(c))
 
     rows_q = _step_rows(scene, cfg)
