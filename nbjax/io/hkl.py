@@ -63,6 +63,7 @@ import hashlib
 import io
 import json
 import math
+import mmap
 import os
 import re
 import zlib
@@ -70,7 +71,7 @@ import zlib
 import numpy as np
 
 from nbjax.errors import InputError
-from nbjax.io.atomic import atomic_write, read_file_bytes
+from nbjax.io.atomic import atomic_write, map_file, read_file_bytes
 from nbjax.io.cachedir import cache_dir
 
 __all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "MAX_ABS_F", "MAX_HKL_BYTES"]
@@ -204,7 +205,7 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 def _is_stream(counts) -> bool:
     """Whether lines holding ``counts`` numbers are a stream (True) or one reflection per line."""
-    return (len(counts) == 1 and counts[0] >= 8) or min(counts) < 4
+    return (len(counts) == 1 and counts[0] >= 8) or int(np.min(counts)) < 4
 
 
 def _parse_fast(raw: bytes) -> np.ndarray | None:
@@ -353,13 +354,13 @@ def _cache_load(key: str, folder: str) -> _Reflections | None:
     path = _cache_path(key, folder)
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # entries are replaced, never rewritten
+    except (OSError, ValueError):
         return None
     try:
-        if not data.startswith(_MAGIC):
-            return None
         at = len(_MAGIC)
+        if data[:at] != _MAGIC:
+            return None
         header_size = int.from_bytes(data[at : at + 8], "little")
         header = json.loads(data[at + 8 : at + 8 + header_size])
         payload = memoryview(data)[at + 8 + header_size :]
@@ -421,10 +422,18 @@ def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE) -> HKLTable:
     :data:`CACHE_MIN_BYTES` are cached.
     """
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
-    raw = read_file_bytes(path, limit=MAX_HKL_BYTES)
     folder = cache_dir() if cache is _USE_CACHE else cache
-    key = hashlib.sha256(raw).hexdigest() if folder is not None and len(raw) >= CACHE_MIN_BYTES else None
-    refl = _cache_load(key, folder) if key else None
+    key = refl = None
+    if folder is not None:
+        view = map_file(path, limit=MAX_HKL_BYTES)
+        if len(view) >= CACHE_MIN_BYTES:
+            key = hashlib.sha256(view).hexdigest()
+            refl = _cache_load(key, folder)
+        raw = None if refl is not None else bytes(view)
+        if hasattr(view, "close"):
+            view.close()
+    else:
+        raw = read_file_bytes(path, limit=MAX_HKL_BYTES)
     if refl is None:
         table = _parse(raw, source)
         indices = _check(table, raw, source)
