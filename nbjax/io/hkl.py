@@ -86,7 +86,7 @@ MAX_HKL_BYTES = 1 << 31
 # |F| above this would make F^2 (the intensity) overflow float64.
 MAX_ABS_F = math.sqrt(np.finfo(np.float64).max)
 # Files at least this large are cached, and parsed by the compiled scanner.
-CACHE_MIN_BYTES = 1 << 20
+CACHE_MIN_BYTES = 4 << 20
 KERNEL_MIN_BYTES = 8 << 20
 CACHE_ENTRIES = 16
 
