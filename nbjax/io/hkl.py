@@ -305,7 +305,9 @@ def _parse_line_by_line(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _parse(raw: bytes, source: str) -> np.ndarray:
-    table = _parse_kernel(raw) if len(raw) >= KERNEL_MIN_BYTES else _parse_fast(raw)
+    table = _parse_kernel(raw) if len(raw) >= KERNEL_MIN_BYTES else None
+    if table is None:  # small, or something the scanner leaves alone (e.g. words in extra columns)
+        table = _parse_fast(raw)
     if table is None:
         table, _ = _parse_line_by_line(raw, source)
     return table
