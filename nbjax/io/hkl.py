@@ -258,13 +258,13 @@ def _parse_kernel(raw: bytes) -> np.ndarray | None:
         token, start, end = slow[:nslow].T
         values[token] = [float(raw[s:e]) for s, e in zip(start.tolist(), end.tolist())]
     values, first, count = values[:ntok], first[:nlines], count[:nlines]
-    if not np.isfinite(values).all():
-        return None
     if _is_stream(count):
-        return values.reshape(-1, 4) if ntok % 4 == 0 else None
-    if (count == 4).all():
-        return values.reshape(-1, 4)
-    return values[first[:, None] + np.arange(4)]
+        table = values.reshape(-1, 4) if ntok % 4 == 0 else None
+    elif (count == 4).all():
+        table = values.reshape(-1, 4)
+    else:
+        table = values[first[:, None] + np.arange(4)]  # extra columns ignored
+    return table if table is not None and np.isfinite(table).all() else None
 
 
 def _parse_line_by_line(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
