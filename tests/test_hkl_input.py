@@ -301,3 +301,19 @@ def test_cache_dir_environment(monkeypatch):
     monkeypatch.setenv("NBJAX_CACHE_DIR", "")
     monkeypatch.setenv("XDG_CACHE_HOME", "/c")
     assert cache_dir() == os.path.join("/c", "nbjax")
+
+
+def test_bytes_already_read_are_used(big_hkl, monkeypatch):
+    from nbjax.io import reflections
+
+    path, folder = big_hkl
+    expected = read_hkl(path, cache=None)
+    raw = path.read_bytes()
+    monkeypatch.setattr(hkl, "map_file", lambda *a, **k: pytest.fail("read again"))
+    monkeypatch.setattr(hkl, "read_file_bytes", lambda *a, **k: pytest.fail("read again"))
+    assert read_hkl(path, cache=str(folder), raw=raw) == expected  # parsed, cached
+    assert read_hkl(path, cache=str(folder), raw=raw) == expected  # from the cache
+    assert len(_entries(folder)) == 1
+    monkeypatch.setenv("NBJAX_CACHE_DIR", str(folder))
+    data = reflections.load_structure_factors(path)  # the -hkl entry point: one read of the file
+    assert data.format == "text" and data.table == expected

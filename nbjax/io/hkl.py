@@ -413,7 +413,7 @@ def _cache_store(key: str, folder: str, refl: _Reflections) -> None:
 _USE_CACHE = object()
 
 
-def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE) -> HKLTable:
+def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE, raw: bytes | None = None) -> HKLTable:
     """Read an ``h k l F`` text file into the dense grid nanoBragg.c uses.
 
     ``default_F`` (electrons) fills every slot of the box that the file does
@@ -421,12 +421,19 @@ def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE) -> HKLTable:
     :class:`InputError` naming the file (and line) for anything unusable.
     ``cache``: folder of the parsed-file cache (default: the nbjax cache
     folder), or None for no cache; only files of at least
-    :data:`CACHE_MIN_BYTES` are cached.
+    :data:`CACHE_MIN_BYTES` are cached.  ``raw``: the file's bytes when the
+    caller has read them already (they are not read again).
     """
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     folder = cache_dir() if cache is _USE_CACHE else cache
     key = refl = None
-    if folder is not None:
+    if raw is not None:
+        if len(raw) > MAX_HKL_BYTES:
+            raise InputError(f"{source}: file too large (more than {MAX_HKL_BYTES} bytes)")
+        if folder is not None and len(raw) >= CACHE_MIN_BYTES:
+            key = hashlib.sha256(raw).hexdigest()
+            refl = _cache_load(key, folder)
+    elif folder is not None:
         view = map_file(path, limit=MAX_HKL_BYTES)
         if len(view) >= CACHE_MIN_BYTES:
             key = hashlib.sha256(view).hexdigest()
