@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from nbjax import engine, experiment
+    from nbjax import groups as G
     from nbjax import params as P
     from nbjax.compare import metrics
     from run import machine
@@ -262,19 +263,19 @@ def main(argv=None) -> int:
             # ---- gradient cost -----------------------------------------------------------------
             scene = FIT.replace("-detpixels 128 -pixel 0.4", "-detpixels 32 -pixel 1.6") if args.quick else \
                 FIT.replace("-detpixels 128 -pixel 0.4", "-detpixels 512 -pixel 0.1")
-            setting = f"fit {'32' if args.quick else '512'}^2, all {len(P.GROUPS)} groups, float64"
+            setting = f"fit {'32' if args.quick else '512'}^2, all {len(G.GROUPS)} groups, float64"
             if not budget.left():
                 skipped("gradient", setting)
             else:
                 model = P.from_args(shlex.split(scene))
                 params, config = model.params, model.config
-                theta0 = P.get_groups(params, P.GROUPS, config)
-                unpack = lambda theta: P.set_groups(params, P.GROUPS, config, theta)  # noqa: E731
+                theta0 = G.get_groups(params, G.GROUPS, config)
+                unpack = lambda theta: G.set_groups(params, G.GROUPS, config, theta)  # noqa: E731
                 forward = jax.jit(lambda theta: P.simulate_core(unpack(theta), config))
                 observed = 1.05 * forward(theta0) + 0.5
 
                 def loss(theta):
-                    mu = P.simulate_core(unpack(theta), config, adjoint=True, checkpoint=True) + 1.0
+                    mu = P.simulate_core(unpack(theta), config, gradient=P.Adjoint()) + 1.0
                     return jnp.sum(mu - observed + observed * jnp.log(observed / mu))
 
                 gradient = jax.jit(jax.value_and_grad(loss))
