@@ -45,26 +45,52 @@ def roi_mask(shape, roi):
     return ((slow >= ymin) & (slow <= ymax))[:, None] & ((fast >= xmin) & (fast <= xmax))[None, :]
 
 
+def _roi_slices(shape, roi) -> tuple[slice, slice]:
+    """(rows, columns) slices of the roi rectangle clipped to the image (possibly empty).
+
+    The pixels of ``image[rows, columns]`` in row-major order are exactly
+    ``image[roi_mask(shape, roi)]``.
+    """
+    spixels, fpixels = shape
+    xmin, xmax, ymin, ymax = (int(v) for v in roi)
+    y0, y1 = max(ymin, 0), min(ymax, spixels - 1) + 1
+    x0, x1 = max(xmin, 0), min(xmax, fpixels - 1) + 1
+    return slice(y0, max(y1, y0)), slice(x0, max(x1, x0))
+
+
 def statistics(image, roi, mask=None, *, pixel_size_m: float, oversample: int) -> Statistics:
-    """nanoBragg's image statistics (see module docstring)."""
+    """nanoBragg's image statistics (see module docstring).
+
+    Sums run in float64 over the visited pixels in row-major order (numpy's
+    pairwise ``sum`` and BLAS ``dot``), one copy of the roi and no masks
+    unless ``mask`` is given.
+    """
     image = np.asarray(image, dtype=np.float32)
-    visited = roi_mask(image.shape, roi)
-    counted = visited if mask is None else visited & (np.asarray(mask) != 0)
-    values = image[counted].astype(np.float64)
+    rows, cols = _roi_slices(image.shape, roi)
+    visited = image[rows, cols].astype(np.float64)  # a C-ordered copy: row-major like boolean indexing
+    width = visited.shape[1]
+    if mask is None:
+        values = visited.reshape(-1)
+        where = None
+    else:
+        where = np.flatnonzero(np.asarray(mask)[rows, cols] != 0)
+        values = visited.reshape(-1)[where]
     max_I, max_x, max_y = 0.0, 0.0, 0.0
-    if values.size and values.max() > 0.0:
-        flat = np.flatnonzero(counted.ravel())
-        first = flat[np.argmax(values)]
-        slow, fast = divmod(int(first), image.shape[1])
-        max_I = float(values.max())
-        sub = pixel_size_m / oversample
-        max_x = sub * (fast * oversample + oversample - 1) + sub / 2.0
-        max_y = sub * (slow * oversample + oversample - 1) + sub / 2.0
+    if values.size:
+        first = int(np.argmax(values))  # the first maximum (the first NaN, if any)
+        if values[first] > 0.0:
+            max_I = float(values[first])
+            index = first if where is None else int(where[first])
+            slow, fast = rows.start + index // width, cols.start + index % width
+            sub = pixel_size_m / oversample
+            max_x = sub * (fast * oversample + oversample - 1) + sub / 2.0
+            max_y = sub * (slow * oversample + oversample - 1) + sub / 2.0
     n = values.size if values.size > 0 else 1
     mean = float(values.sum()) / n
     n_rms = n if n > 1 else 2
     rms = math.sqrt(float(np.dot(values, values)) / (n_rms - 1))
-    deviations = image[visited].astype(np.float64) - mean
+    deviations = visited.reshape(-1)  # over every visited pixel, masked or not; values is done with
+    np.subtract(deviations, mean, out=deviations)
     n_dev = deviations.size if deviations.size > 1 else 2
     rmsd = math.sqrt(float(np.dot(deviations, deviations)) / (n_dev - 1))
     return Statistics(max_I, max_x, max_y, mean, rms, rmsd, int(values.size))
@@ -87,16 +113,34 @@ def pgm_scale(requested: float, int_scale_value: float, rmsd: float) -> float:
 def int_image(image, roi, scale: float, adc_offset: float) -> np.ndarray:
     """uint16 SMV pixels: ``floorf(value·scale + adc + 0.5)`` clipped to [0, 65535]."""
     image = np.asarray(image, dtype=np.float32)
-    test = image.astype(np.float64) * scale + adc_offset
-    test = np.clip(test, 0.0, 65535.0)
+    rows, cols = _roi_slices(image.shape, roi)
+    test = image[rows, cols].astype(np.float64)
+    test *= scale
+    test += adc_offset
+    np.clip(test, 0.0, 65535.0, out=test)
     # nanoBragg rounds with floorf(): the sum is first rounded to float
-    pixels = np.floor((test + 0.5).astype(np.float32)).astype(np.uint16)
-    return np.where(roi_mask(image.shape, roi), pixels, 0).astype(np.uint16)
+    test += 0.5
+    rounded = test.astype(np.float32)
+    np.floor(rounded, out=rounded)
+    return _place(image.shape, rows, cols, rounded.astype(np.uint16))
 
 
 def pgm_image(image, roi, scale: float) -> np.ndarray:
     """uint8 PGM pixels: ``value·scale`` truncated, at most 255."""
     image = np.asarray(image, dtype=np.float32)
-    test = np.minimum(image.astype(np.float64) * scale, 255.0)
-    pixels = np.trunc(np.maximum(test, 0.0)).astype(np.uint8)
-    return np.where(roi_mask(image.shape, roi), pixels, 0).astype(np.uint8)
+    rows, cols = _roi_slices(image.shape, roi)
+    test = image[rows, cols].astype(np.float64)
+    test *= scale
+    np.minimum(test, 255.0, out=test)
+    np.maximum(test, 0.0, out=test)
+    np.trunc(test, out=test)
+    return _place(image.shape, rows, cols, test.astype(np.uint8))
+
+
+def _place(shape, rows, cols, pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` of the roi rectangle in a full image of zeros (itself when the roi is everything)."""
+    if pixels.shape == tuple(shape):
+        return pixels
+    full = np.zeros(shape, dtype=pixels.dtype)
+    full[rows, cols] = pixels
+    return full

