@@ -43,7 +43,10 @@ import numpy as np
 from nbjax.errors import InputError
 from nbjax.io.atomic import read_file_bytes
 
-__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS"]
+__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "memoized_tables"]
+
+# (path, mtime, size, default_F) -> HKLTable while memoized_tables() is active
+_MEMO: dict | None = None
 
 # Refuse index ranges whose grid would hold more slots than this (8 GiB of
 # float64); such a file is almost certainly a mistake.
@@ -210,6 +213,43 @@ def read_hkl(path, default_F: float = 0.0) -> HKLTable:
     :class:`InputError` naming the file (and line) for anything unusable.
     """
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    key = None
+    if _MEMO is not None and isinstance(path, (str, os.PathLike)):
+        try:
+            info = os.stat(path)
+            key = (os.path.realpath(path), info.st_mtime_ns, info.st_size, float(default_F))
+        except OSError:
+            key = None  # read_file_bytes reports it
+        if key in _MEMO:
+            return _MEMO[key]
+    table = _read_hkl(path, source, default_F)
+    if key is not None:
+        _MEMO[key] = table
+    return table
+
+
+class memoized_tables:
+    """Within this context, :func:`read_hkl` reads each file once.
+
+    Tables are kept by (path, modification time, size, default_F), so a batch
+    of 1000 renders of one 32 MB file parses it once; a file changed on disk
+    is read again.
+    """
+
+    def __enter__(self):
+        global _MEMO
+        self._outer = _MEMO
+        if _MEMO is None:
+            _MEMO = {}
+        return self
+
+    def __exit__(self, *exc):
+        global _MEMO
+        _MEMO = self._outer
+        return False
+
+
+def _read_hkl(path, source, default_F):
     raw = read_file_bytes(path)
     table = _parse_fast(raw)
     if table is None:
