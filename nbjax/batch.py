@@ -10,7 +10,9 @@ What is shared.  Jobs whose static :class:`~nbjax.engine.RenderConfig`, array
 shapes and mask agree form a *group*: one compiled renderer serves the whole
 group, and the group's scenes are rendered ``batch_size`` at a time with
 ``jax.vmap`` over a leading batch axis (leaves that are equal in every job of a
-chunk -- typically the structure-factor table -- are not batched).  Continuous
+chunk and large -- typically the structure-factor table, one array shared by
+every job that reads the same file -- are not batched; every small leaf is, so
+one compiled renderer serves a group whatever its jobs vary).  Continuous
 parameters (orientation, cell, N, distance, beam centre, wavelength, fluence,
 mosaic spread, phi start, ...) live in the scene and do not split a group;
 pixel counts, step counts, oversampling, input files and anything else in the
@@ -317,14 +319,14 @@ def default_batch_size(config) -> int:
     return max(1, BATCH_PIXEL_BUDGET // block_pixels)
 
 
-def _same(a, b) -> bool:
-    if a is b:
-        return True
-    if np.shape(a) != np.shape(b):
-        return False
-    if np.size(a) > 4096:
-        return False  # large leaves count as equal only when they are the same array
-    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+#: Leaves up to this many elements always get a batch axis (one compiled renderer whatever varies).
+SMALL_LEAF = 4096
+
+
+def _shared(leaves) -> bool:
+    """A large leaf that is one array in every scene of the chunk: passed once, not batched."""
+    first = leaves[0]
+    return np.size(first) > SMALL_LEAF and all(x is first for x in leaves[1:])
 
 
 _VMAPPED = {}
@@ -362,7 +364,7 @@ def _render_chunk(experiments, batch_size):
     scenes += [scenes[-1]] * (batch_size - len(scenes))
     flat = [jax.tree_util.tree_flatten(s)[0] for s in scenes]
     treedef = jax.tree_util.tree_structure(first.scene)
-    varies = tuple(not all(_same(f[k], flat[0][k]) for f in flat[1:]) for k in range(len(flat[0])))
+    varies = tuple(not _shared([f[k] for f in flat]) for k in range(len(flat[0])))
     leaves = [jnp.stack([f[k] for f in flat]) if v else flat[0][k] for k, v in enumerate(varies)]
     axes = tuple(0 if v else None for v in varies)
     run = _vmapped_renderer(first.config, mask is not None, axes, treedef)
