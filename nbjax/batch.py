@@ -76,7 +76,8 @@ class JobErrors(InputError):
     """Every bad line of a batch (``errors``: one message per line, ``FILE:LINE: flag: problem``)."""
 
     def __init__(self, errors):
-        self.errors = list(errors)
+        pairs = [e if isinstance(e, tuple) else (0, e) for e in errors]
+        self.errors = [message for _, message in sorted(pairs, key=lambda e: e[0])]
         super().__init__("; ".join(self.errors))
 
 
@@ -112,7 +113,7 @@ def parse_lines(lines: Sequence, source: str = "jobs") -> list:
             if not text or text.startswith("#"):
                 continue
             try:
-                tokens = shlex.split(text, comments=True)
+                tokens = shlex.split(text)
             except ValueError as error:
                 raise InputError(f"{source}:{number}: {error}") from None
             if not tokens:
@@ -157,17 +158,21 @@ def _last_value(tokens, flag):
     return value
 
 
-def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "jobs", seed_draw=None) -> list:
+def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "jobs", seed_draw=None,
+                  errors: list | None = None) -> list:
     """The full nanoBragg argument list of every job, output names templated, noise seeds set.
 
     Returns one list per job (``common + line + -seed/-floatfile/... overrides``);
-    raises one :class:`InputError` listing every bad line (file line number and flag).
+    raises one :class:`JobErrors` listing every bad line (file line number and
+    flag) -- or, given an ``errors`` list, appends ``(line, message)`` to it
+    and returns None for the bad lines.
     """
     from nbjax import cflags
     from nbjax.io.numbers import parse_int
 
     common = [str(t) for t in common]
-    errors = []
+    collect = errors is not None
+    errors = errors if collect else []
     common_seed = _last_value(common, "-seed")
     base_seed = None
     if common_seed is not None:
@@ -182,7 +187,8 @@ def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "
         try:
             st = cflags.parse(argv)
         except InputError as error:
-            errors.append(f"{source}:{job.line_no}: {error}")
+            errors.append((job.line_no, f"{source}:{job.line_no}: {error}"))
+            arguments.append(None)
             continue
         extra = []
         if _last_value(job.tokens, "-seed") is None:
@@ -193,7 +199,7 @@ def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "
         if st.calculate_noise:
             extra += ["-noisefile", template_name(st.noisefilename, i)]
         arguments.append(argv + extra)
-    if errors:
+    if errors and not collect:
         raise JobErrors(errors)
     return arguments
 
@@ -263,23 +269,28 @@ def jobs_text(jobs: Sequence[Job], header: str = "") -> str:
 
 
 def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | None = None,
-               source: str = "jobs") -> list:
+               source: str = "jobs", errors: list | None = None) -> list:
     """``builder(argv)`` for every argument list, every bad one reported at once (file line numbers).
 
-    Structure-factor files are read once; jobs reading the same table share
-    one array of it.
+    Entries of ``arguments`` that are None (lines already found bad) are
+    skipped.  Raises :class:`JobErrors` with the errors of ``errors`` (earlier
+    stages) and its own, by line number.  Structure-factor files are read
+    once; jobs reading the same table share one array of it.
     """
     from nbjax.io import hkl
 
-    experiments, errors = [], []
+    errors = list(errors or [])
+    experiments = []
     shared_tables = {}
     with hkl.memoized_tables():
         for k, argv in enumerate(arguments):
             line = jobs[k].line_no if jobs is not None else k + 1
+            if argv is None:
+                continue
             try:
                 exp = builder(argv)
             except InputError as error:
-                errors.append(f"{source}:{line}: {error}")
+                errors.append((line, f"{source}:{line}: {error}"))
                 continue
             if exp.fdump is not None:
                 table = exp.fdump[1]

@@ -167,14 +167,12 @@ def _line_options(jobs, source):
         try:
             opts, rest = split_options(list(job.tokens), LINE_OPTIONS)
         except InputError as error:
-            errors.append(f"{source}:{job.line_no}: {error} (a job line takes nanoBragg flags and "
-                          "--npy/--cbffile/--preview)")
-            continue
+            errors.append((job.line_no, f"{source}:{job.line_no}: {error} (a job line takes nanoBragg flags and "
+                                        "--npy/--cbffile/--preview)"))
+            opts, rest = {}, []
         plain.append(batch.Job(job.line_no, tuple(rest)))
         per_line.append(opts)
-    if errors:
-        raise batch.JobErrors(errors)
-    return plain, per_line
+    return plain, per_line, errors
 
 
 class _FloatFrames:
@@ -230,11 +228,11 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
             raise InputError("--nexus: NeXus output needs h5py: pip install 'nbjax[nexus]'") from None
 
     # ---- every job set up and checked before anything renders ----------------------
-    jobs, line_options = _line_options(jobs, source)
-    arguments = batch.job_arguments(cargs, jobs, source=source)
+    jobs, line_options, errors = _line_options(jobs, source)
+    arguments = batch.job_arguments(cargs, jobs, source=source, errors=errors)
     experiments = batch.build_jobs(arguments, lambda argv: render.build_experiment(options, argv),
-                                   jobs=jobs, source=source)
-    per_image, targets, seen, errors = [], [], {}, []
+                                   jobs=jobs, source=source, errors=errors)
+    per_image, targets, seen, errors = [], [], {}, []  # build_jobs raised any earlier errors
     for i, (exp, extra, job) in enumerate(zip(experiments, line_options, jobs), start=1):
         opts = dict(options)
         opts.update(extra)
@@ -247,10 +245,10 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
             try:
                 OutputSet.check(name, what)
             except InputError as error:
-                errors.append(f"{source}:{job.line_no}: {error}")
+                errors.append((job.line_no, f"{source}:{job.line_no}: {error}"))
             key = os.path.abspath(name)
             if key in seen:
-                errors.append(f"{source}:{job.line_no}: {what}: {name} is also written by job {seen[key]}")
+                errors.append((job.line_no, f"{source}:{job.line_no}: {what}: {name} is also written by job {seen[key]}"))
             seen[key] = i
         targets.append([name for name, _ in names])
     if errors:
