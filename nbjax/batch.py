@@ -16,8 +16,8 @@ one compiled renderer serves a group whatever its jobs vary).  Continuous
 parameters (orientation, cell, N, distance, beam centre, wavelength, fluence,
 mosaic spread, phi start, ...) live in the scene and do not split a group;
 pixel counts, step counts, oversampling, input files and anything else in the
-configuration (including whether a phi step is exactly 0, which decides
-nanoBragg's phi carry-over) do.  The per-image state nanoBragg carries from
+configuration do (including, in ``--c-parity`` mode only, whether a phi step
+is exactly 0, which decides nanoBragg's phi carry-over).  The per-image state nanoBragg carries from
 pixel to pixel (phi carry-over, interpolation switch-off) starts afresh for
 every image of the batch (:func:`nbjax.engine.initial_carry` inside the map).
 Structure-factor files are read once per batch
@@ -292,6 +292,7 @@ def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | 
             except InputError as error:
                 errors.append((line, f"{source}:{line}: {error}"))
                 continue
+            exp = _canonical(exp)
             if exp.fdump is not None:
                 table = exp.fdump[1]
                 first = shared_tables.setdefault(id(table), (table, exp.scene.F_table))
@@ -300,6 +301,21 @@ def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | 
     if errors:
         raise JobErrors(errors)
     return experiments
+
+
+def _canonical(exp):
+    """The experiment with configuration fields the renderer ignores set alike (fewer groups).
+
+    Which phi steps are exactly 0 matters only to nanoBragg's phi carry-over
+    (``--c-parity``); elsewhere a series' frame at phi = 0 shares the others' renderer.
+    """
+    from nbjax import engine
+
+    cfg = exp.config
+    if cfg.phi_zero and not engine._uses_carryover(cfg) and any(cfg.phi_zero):
+        cfg = dataclasses.replace(cfg, phi_zero=(False,) * len(cfg.phi_zero))
+        exp = dataclasses.replace(exp, config=cfg)
+    return exp
 
 
 def group_key(exp):
@@ -411,18 +427,19 @@ def render_jobs(experiments: Sequence, positions: Sequence[int] | None = None, *
 # the Python API
 
 
-def _default_builder(c_parity, build_options):
+def experiment_build(argv, *, c_parity: bool = False, **build_options):
+    """:func:`nbjax.experiment.build` in the mode asked for, rendering a float32 image (as the command)."""
     from nbjax import experiment
 
     mode = "c-parity" if c_parity else "spec"
     options = dict(accumulation=mode, phi_carryover=mode)
     options.update(build_options)
+    exp = experiment.build(argv, **options)
+    return dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
 
-    def build(argv):
-        exp = experiment.build(argv, **options)
-        return dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
 
-    return build
+def _default_builder(c_parity, build_options):
+    return lambda argv: experiment_build(argv, c_parity=c_parity, **build_options)
 
 
 def _in_order(stream, experiments):

@@ -107,10 +107,14 @@ def test_batch_series_and_stills_match_nanobragg(oracle, monkeypatch):
 
 
 def test_stream_yields_in_order():
-    lines = ["-phi 0.3 -osc 0.1", "-misset 1 2 3", "-phi 0.6 -osc 0.1"]  # two groups: phi = 0 is static
-    items = list(batch.render_batch(lines, TINY, stream=True, batch_size=2))
+    # two groups: whether phi is exactly 0 is static in --c-parity (the carry-over)
+    lines = ["-phi 0.3 -osc 0.1", "-misset 1 2 3", "-phi 0.6 -osc 0.1"]
+    experiments = batch.build_jobs(batch.job_arguments(TINY, batch.parse_lines(lines)),
+                                   lambda argv: batch.experiment_build(argv, c_parity=True))
+    assert [len(g) for g in batch.group_jobs(experiments)] == [2, 1]
+    items = list(batch.render_batch(lines, TINY, stream=True, batch_size=2, c_parity=True))
     assert [item.index for item in items] == [1, 2, 3]
-    whole = batch.render_batch(lines, TINY, batch_size=1)
+    whole = batch.render_batch(lines, TINY, batch_size=1, c_parity=True)
     for item in items:
         assert np.array_equal(item.image, whole[item.index - 1])
 
