@@ -281,7 +281,7 @@ def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | 
 
     errors = list(errors or [])
     experiments = []
-    shared_tables = {}
+    shared_tables, shared_masks = {}, {}
     with hkl.memoized_tables():
         for k, argv in enumerate(arguments):
             line = jobs[k].line_no if jobs is not None else k + 1
@@ -293,10 +293,18 @@ def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | 
                 errors.append((line, f"{source}:{line}: {error}"))
                 continue
             exp = _canonical(exp)
-            if exp.fdump is not None:
-                table = exp.fdump[1]
-                first = shared_tables.setdefault(id(table), (table, exp.scene.F_table))
-                exp = dataclasses.replace(exp, scene=dataclasses.replace(exp.scene, F_table=first[1]))
+            if exp.mask is not None:  # one array per distinct mask, not one per job
+                mask = np.ascontiguousarray(exp.mask)
+                key = (mask.shape, mask.dtype.str, hashlib.sha1(mask.tobytes()).hexdigest())
+                exp = dataclasses.replace(exp, mask=shared_masks.setdefault(key, exp.mask))
+            if exp.fdump is not None:  # -hkl: the memoized table object says which jobs share it
+                key = id(exp.fdump[1])
+                first = shared_tables.setdefault(key, (exp.fdump[1], exp.scene.F_table))
+            else:  # a table read from Fdump.bin (or none): shared by content
+                table = np.asarray(exp.scene.F_table)
+                key = (table.shape, hashlib.sha1(np.ascontiguousarray(table).tobytes()).hexdigest())
+                first = shared_tables.setdefault(key, (None, exp.scene.F_table))
+            exp = dataclasses.replace(exp, scene=dataclasses.replace(exp.scene, F_table=first[1]))
             experiments.append(exp)
     if errors:
         raise JobErrors(errors)
@@ -375,7 +383,15 @@ def _vmapped_renderer(cfg, has_mask, axes_leaves, treedef):
     return _VMAPPED[key]
 
 
-def _render_chunk(experiments, batch_size):
+def _batched_leaves(experiments) -> tuple:
+    """Per scene leaf: does it get a batch axis (all but large leaves shared by every scene of the group)."""
+    import jax
+
+    flat = [jax.tree_util.tree_leaves(e.scene) for e in experiments]
+    return tuple(not _shared([f[k] for f in flat]) for k in range(len(flat[0])))
+
+
+def _render_chunk(experiments, batch_size, varies):
     """Results of one chunk of a group (numpy), batch padded to ``batch_size`` with the last scene."""
     import jax
     import jax.numpy as jnp
@@ -391,7 +407,6 @@ def _render_chunk(experiments, batch_size):
     scenes += [scenes[-1]] * (batch_size - len(scenes))
     flat = [jax.tree_util.tree_flatten(s)[0] for s in scenes]
     treedef = jax.tree_util.tree_structure(first.scene)
-    varies = tuple(not _shared([f[k] for f in flat]) for k in range(len(flat[0])))
     leaves = [jnp.stack([f[k] for f in flat]) if v else flat[0][k] for k, v in enumerate(varies)]
     axes = tuple(0 if v else None for v in varies)
     run = _vmapped_renderer(first.config, mask is not None, axes, treedef)
@@ -417,9 +432,10 @@ def render_jobs(experiments: Sequence, positions: Sequence[int] | None = None, *
         size = max(1, min(size, len(members)))
         if on_group is not None:
             on_group(number, members, size)
+        varies = _batched_leaves([experiments[p] for p in members])
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
-            results = _render_chunk([experiments[p] for p in chunk], size)
+            results = _render_chunk([experiments[p] for p in chunk], size, varies)
             yield from zip(chunk, results)
 
 
