@@ -119,6 +119,21 @@ def test_stream_yields_in_order():
         assert np.array_equal(item.image, whole[item.index - 1])
 
 
+def test_interpolation_switch_off_is_per_image(monkeypatch):
+    # nanoBragg switches interpolation off for the rest of an image at the first
+    # evaluation outside the table: in a batch each image starts with it on
+    monkeypatch.chdir(INPUTS)
+    common = ("-hkl sparse.hkl -cell 50 60 70 90 90 90 -lambda 1 -N 2 -interpolate -detpixels 32 -pixel 0.4 "
+              "-oversample 1 -nonoise").split()
+    lines = ["-distance 40", "-distance 400", "-distance 60 -misset 10 20 30"]
+    together = list(batch.render_batch(lines, common, stream=True, batch_size=3))
+    alone = list(batch.render_batch(lines, common, stream=True, batch_size=1))
+    assert [bool(item.result.interpolation_off_at[0]) for item in together] == [True, False, True]
+    for a, b in zip(together, alone):
+        assert np.array_equal(a.image, b.image)
+        assert np.array_equal(a.result.interpolation_off_at, b.result.interpolation_off_at)
+
+
 # --------------------------------------------------------------------------
 # the commands
 
