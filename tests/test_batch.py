@@ -267,3 +267,19 @@ def test_two_processes_write_the_files_of_one(tmp_path):
         assert frames.shape == (5, 32, 32)
         assert np.array_equal(frames, b["entry/data/data"][()])
         assert np.array_equal(frames[2], np.fromfile(single / "floatimage_00003.bin", np.float32).reshape(32, 32))
+
+
+def test_structure_factor_files_are_read_once_per_batch(tmp_path):
+    from nbjax.io import hkl
+
+    path = tmp_path / "t.hkl"
+    path.write_text("0 0 1 10\n1 2 3 40.5\n")
+    with hkl.memoized_tables():
+        first = hkl.read_hkl(str(path))
+        assert hkl.read_hkl(str(path)) is first
+        assert hkl.read_hkl(str(path), default_F=2.0) is not first  # default_F fills the grid
+        path.write_text("0 0 1 10\n1 2 3 41.5\n")
+        os.utime(path, ns=(1, 1))  # a changed file is read again
+        again = hkl.read_hkl(str(path))
+        assert again is not first and float(again.values[1, 2, 2]) == 41.5
+    assert hkl.read_hkl(str(path)) is not again  # no memo outside the context
