@@ -12,6 +12,9 @@ The public API (imported lazily, so ``import nbjax`` stays cheap):
   (docs/api.md);
 * :mod:`nbjax.fit` (``fit``, :func:`fit_args`, :class:`FitResult`) --
   refinement against an observed image (docs/fitting.md);
+* :func:`render_batch` / :func:`render_series` / :func:`render_stills` -- many
+  images from one set of common flags, compiled once and rendered in batches
+  (:mod:`nbjax.batch`, docs/batch.md);
 * :class:`InputError` -- every problem with user input.
 
 nbjax never changes JAX's precision at import: call
@@ -42,6 +45,9 @@ _EXPORTS = {
     "FitResult": ("nbjax.fit", "FitResult"),
     "Stage": ("nbjax.fit", "Stage"),
     "InputError": ("nbjax.errors", "InputError"),
+    "render_batch": ("nbjax.batch", "render_batch"),
+    "render_series": ("nbjax.batch", "render_series"),
+    "render_stills": ("nbjax.batch", "render_stills"),
 }
 
 __all__ = sorted(_EXPORTS)

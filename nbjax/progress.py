@@ -72,6 +72,12 @@ class Bar:
             if self._bar.n >= self._bar.total and time.time() - self._bar.start_t >= self._bar.delay:
                 self._bar.refresh()  # show the finished bar even within tqdm's refresh interval
 
+    def write(self, line: str) -> None:
+        """Print ``line`` above the bar (on stdout)."""
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stdout)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

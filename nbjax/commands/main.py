@@ -19,6 +19,9 @@ usage: nbjax [nanoBragg options] [nbjax options]
        nbjax example [--out DIR]          render the bundled example
        nbjax compare A B [options]        compare two images
        nbjax fit --observed IMAGE --refine LIST [nanoBragg options]
+       nbjax batch JOBS [nanoBragg options]   one image per line of JOBS
+       nbjax series --frames N [nanoBragg options]   a rotation series
+       nbjax stills --shots N --seed S [nanoBragg options]   random stills
 
 nanoBragg options are the single-dash flags of nanoBragg.c with the same meaning,
 listed below; docs/flags.md has the full table (units, defaults, ranges, how
@@ -69,10 +72,13 @@ SUBCOMMAND_HELP = {
 }
 
 
+BATCH_COMMANDS = {"batch": "batch_main", "series": "series_main", "stills": "stills_main"}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if debug and argv[0] in ("example", "compare", "fit"):
+    if debug and argv and argv[0] in ("example", "compare", "fit"):
         argv = [a for a in argv if a != "--debug"]  # the subcommands' own options do not include it
     if not argv or argv[0] in ("-h", "--help", "-help"):
         from nbjax import flaghelp
@@ -91,6 +97,12 @@ def main(argv=None) -> int:
     if argv[0] in SUBCOMMAND_HELP and any(a in ("-h", "--help") for a in argv[1:]):
         print(SUBCOMMAND_HELP[argv[0]])
         return 0
+    if argv[0] in BATCH_COMMANDS:
+        from nbjax.commands import batch
+
+        if any(a in ("-h", "--help") for a in argv[1:]):
+            print(batch.HELP)
+            return 0
     try:
         if argv[0] == "example":
             from nbjax.commands import example
@@ -104,12 +116,18 @@ def main(argv=None) -> int:
             from nbjax.commands import fit
 
             return fit.main(argv[1:])
+        if argv[0] in BATCH_COMMANDS:
+            return getattr(batch, BATCH_COMMANDS[argv[0]])([a for a in argv[1:] if a != "--debug"])
         from nbjax.commands.render import render_command
 
         return render_command(argv)
     except InputError as error:
         if debug:
             raise
+        if hasattr(error, "errors"):  # nbjax.batch.JobErrors: every bad line of a batch
+            from nbjax.commands.batch import print_job_errors
+
+            return print_job_errors(error)
         print(f"nbjax: error: {error}", file=sys.stderr)
         return InputError.exit_code
     except KeyboardInterrupt:

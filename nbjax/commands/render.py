@@ -28,6 +28,20 @@ def _settings(cargs, c_parity=False):
     return cflags.parse(cargs, c_parity=c_parity)
 
 
+def argument_scan(options) -> str:
+    """How the nanoBragg flags are read: "c-parity" (as released nanoBragg.c) or "spec"."""
+    return "c-parity" if options.get("--c-parity") else "spec"
+
+
+def banner(options) -> str:
+    """The summary's first line: nanoBragg's, with the mode that runs."""
+    from nbjax import flaghelp
+
+    accumulation, phi_carryover = modes(options)
+    return ("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 "
+            f"({flaghelp.mode_text(accumulation, phi_carryover, argument_scan(options))})")
+
+
 def render_command(argv) -> int:
     options, cargs = split_options(argv)
     quiet = bool(options.get("--quiet"))
@@ -35,10 +49,42 @@ def render_command(argv) -> int:
     from nbjax import progress
 
     devices = positive_int_option(options, "--devices", 1)
-    scan = "c-parity" if options.get("--c-parity") else "spec"
-    show_bar = devices == 1 and progress.wanted(quiet=quiet, meter=_settings(cargs, scan == "c-parity").progress_meter)
+    show_bar = devices == 1 and progress.wanted(
+        quiet=quiet, meter=_settings(cargs, argument_scan(options) == "c-parity").progress_meter)
     jax = setup_jax(options, synchronous_cpu=show_bar)
-    # missing optional packages are refused before rendering, not after
+    check_optional_outputs(options)
+    exp = build_experiment(options, cargs)
+    if devices > len(jax.devices()):
+        raise InputError(f"--devices: {devices} requested but only {len(jax.devices())} available")
+    for target, what in output_targets(options, exp):
+        OutputSet.check(target, what)
+
+    say(banner(options))
+    for line in exp.log:
+        say(line)
+    for line in exp.warnings:
+        say(line)
+    for note in exp.notes:
+        say.note(note)
+    files = OutputSet()
+    try:
+        write_fdump(exp, files, say)
+        started = time.perf_counter()
+        result = _render(options, exp, show_bar=show_bar, devices=devices)
+        image = _numpy_image(result)
+        say_render_summary(exp, result, say)
+        say.note(f"rendered in {time.perf_counter() - started:.3f} s")
+        write_products(options, exp, image, files, say)
+        for warning in files.commit():
+            say(warning)
+    except BaseException:
+        files.discard()
+        raise
+    return 0
+
+
+def check_optional_outputs(options):
+    """Missing optional packages are refused before rendering, not after."""
     if "--cbffile" in options:
         try:
             cbf.require_fabio()
@@ -48,6 +94,10 @@ def render_command(argv) -> int:
         from nbjax import pictures
 
         pictures.require_matplotlib()
+
+
+def build_experiment(options, cargs, **overrides):
+    """The Experiment of nanoBragg flags ``cargs`` under nbjax's ``options`` (float32 image)."""
     import jax.numpy as jnp
 
     from nbjax import experiment
@@ -57,92 +107,85 @@ def render_command(argv) -> int:
         cargs,
         accumulation=accumulation,
         phi_carryover=phi_carryover,
-        argument_scan=scan,
+        argument_scan=argument_scan(options),
         interpolation_fallback=options.get("--interpolation-fallback", "c"),
         # single precision: float32 per-evaluation arithmetic, float64 pixel geometry
         dtype=jnp.float64,
         evaluation_dtype="float32" if options.get("--precision") == "single" else None,
         block_rows=positive_int_option(options, "--block-rows"),
         hkl_column=options.get("--hkl-column"), model=options.get("--model"), model_dmin=options.get("--model-dmin"),
+        **overrides,
     )
     # nanoBragg keeps a float image: render straight into float32
     exp = dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
-    if devices > len(jax.devices()):
-        raise InputError(f"--devices: {devices} requested but only {len(jax.devices())} available")
     _check_sources(exp)
+    return exp
+
+
+def output_targets(options, exp):
+    """Every (file name, flag) the run writes (the Fdump.bin cache aside)."""
     out = exp.outputs
-    files = OutputSet()
-    # every output name is checked before the render, so a typo costs nothing
     targets = [(out.floatfile, "-floatfile"), (out.intfile, "-intfile")]
     targets += [(out.pgmfile, "-pgmfile")] if out.pgmfile is not None else []
     targets += [(out.noisefile, "-noisefile")] if out.noisefile is not None else []
     targets += [(options[k], k) for k in ("--npy", "--preview", "--cbffile") if k in options]
-    for target, what in targets:
-        OutputSet.check(target, what)
-
-    from nbjax import flaghelp
-
-    say("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 "
-        f"({flaghelp.mode_text(accumulation, phi_carryover, scan)})")
-    for line in exp.log:
-        say(line)
-    for line in exp.warnings:
-        say(line)
-    for note in exp.notes:
-        say.note(note)
-    try:
-        _render_and_write(options, exp, files, say, show_bar=show_bar, devices=devices)
-        for warning in files.commit():
-            say(warning)
-    except BaseException:
-        files.discard()
-        raise
-    return 0
+    return targets
 
 
-def _render_and_write(options, exp, files, say, *, show_bar, devices):
-    """Render ``exp`` and write its files under ``files``' temporary names."""
-    import jax
+def write_fdump(exp, files, say):
+    """nanoBragg's structure-factor cache (Fdump.bin), under ``files`` (optional: a warning if it fails)."""
+    from nbjax.io.fdump import write_fdump as write_table
+
+    if exp.fdump is None:
+        return
+    # nanoBragg writes its structure-factor cache before rendering; nbjax
+    # writes it with the other outputs, so a failed run leaves none behind
+    path, table = exp.fdump
+    temporary = files.reserve(path, "-dump", optional=True)
+    written = False
+    if temporary is not None:
+        try:
+            write_table(temporary, table)
+            written = True
+        except InputError:
+            files.drop(temporary)
+    if not written:
+        say(f"WARNING: unable to open dump file: {path}")  # nanoBragg goes on without it
+
+
+def _render(options, exp, *, show_bar, devices):
+    """Render ``exp`` (one device, several, or block by block under a progress bar)."""
     import jax.numpy as jnp
-    import numpy as np
 
-    from nbjax import engine, products, progress
-    from nbjax.io import floatimage, pgm, smv
-    from nbjax.io.fdump import write_fdump
-
-    if exp.fdump is not None:
-        # nanoBragg writes its structure-factor cache before rendering; nbjax
-        # writes it with the other outputs, so a failed run leaves none behind
-        path, table = exp.fdump
-        temporary = files.reserve(path, "-dump", optional=True)
-        written = False
-        if temporary is not None:
-            try:
-                write_fdump(temporary, table)
-                written = True
-            except InputError:
-                files.drop(temporary)
-        if not written:
-            say(f"WARNING: unable to open dump file: {path}")  # nanoBragg goes on without it
+    from nbjax import engine, progress
 
     mask = None if exp.mask is None else jnp.asarray(exp.mask)
-    started = time.perf_counter()
     if devices > 1:
         from nbjax import sharding
 
-        result = sharding.render_sharded(exp.scene, exp.config, mask, devices=devices)
-    elif show_bar and engine.n_blocks(exp.config) > 1:
+        return sharding.render_sharded(exp.scene, exp.config, mask, devices=devices)
+    if show_bar and engine.n_blocks(exp.config) > 1:
         with progress.Bar(engine.n_blocks(exp.config), "rendering", unit="block") as bar:
             result = engine.render_blocks(exp.scene, exp.config, mask, on_block=bar.update_to)
             result.image.block_until_ready()
-    elif compile_cache_dir(options) is not None:
+        return result
+    if compile_cache_dir(options) is not None:
         from nbjax import aot  # the lowered renderer kept next to the compiled one: a faster start
 
-        result = aot.render(exp.scene, exp.config, mask, cache_dir=compile_cache_dir(options))
-    else:
-        result = engine.render(exp.scene, exp.config, mask)
-    image = np.asarray(result.image, dtype=np.float32)
-    elapsed = time.perf_counter() - started
+        return aot.render(exp.scene, exp.config, mask, cache_dir=compile_cache_dir(options))
+    return engine.render(exp.scene, exp.config, mask)
+
+
+def _numpy_image(result):
+    import numpy as np
+
+    return np.asarray(result.image, dtype=np.float32)
+
+
+def say_render_summary(exp, result, say):
+    """nanoBragg's lines after the render: the interpolation switch-off and the solid angle."""
+    import numpy as np
+
     interp = np.asarray(result.interpolation_off_at)
     if interp[0]:
         say("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
@@ -152,7 +195,23 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
     steps = exp.header["steps"]
     omega_sum = float(result.omega_sum)
     say(f"solid angle subtended by detector = {omega_sum / steps:g} steradian ( {100 * omega_sum / steps / 4 / math.pi:g}% sphere)")
-    say.note(f"rendered in {elapsed:.3f} s")
+
+
+def write_products(options, exp, image, files, say):
+    """Write the files of one rendered float ``image`` under ``files``' temporary names.
+
+    The float image, the SMV integer image, the optional PGM, noise image,
+    .npy, miniCBF and PNG preview -- every rule in one place, used by the
+    one-image command and by ``nbjax batch``.  Returns the image statistics
+    (:func:`nbjax.products.statistics`) and, with a noise image, the photon
+    count.
+    """
+    import jax
+    import numpy as np
+
+    from nbjax import products
+    from nbjax.io import floatimage, pgm, smv
+
     if not np.all(np.isfinite(image)):
         say.note("WARNING: the image has NaN or infinite pixels (check the geometry and the inputs)")
 
@@ -182,6 +241,7 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
         say(f"pgm_scale = {pscale:g}")
         say(f"writing {out.pgmfile} as 1-byte integers")
         pgm.write_pgm(files.reserve(out.pgmfile, "-pgmfile"), products.pgm_image(image, roi, pscale), pscale)
+    photons = None
     if out.noisefile is not None:
         from nbjax.physics import noise
 
@@ -199,6 +259,7 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
 
         pictures.write_preview(files.reserve(options["--preview"], "--preview"), image,
                                beam_center_px=cbf.beam_xy_px(exp.header))
+    return stats, photons
 
 
 def _check_sources(exp):

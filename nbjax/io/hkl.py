@@ -74,7 +74,10 @@ from nbjax.errors import InputError
 from nbjax.io.atomic import atomic_write, map_file, read_file_bytes
 from nbjax.io.cachedir import cache_dir
 
-__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "MAX_ABS_F", "MAX_HKL_BYTES"]
+__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "MAX_ABS_F", "MAX_HKL_BYTES", "memoized_tables"]
+
+# (path, mtime, size, default_F) -> HKLTable while memoized_tables() is active
+_MEMO: dict | None = None
 
 # Refuse index ranges whose grid would hold more slots than this: 2^27 float64
 # values are 1 GiB (and a 1 GiB Fdump.bin), a box of 512^3 indices (a 500 A
@@ -425,6 +428,43 @@ def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE, raw: bytes | Non
     caller has read them already (they are not read again).
     """
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    key = None
+    if _MEMO is not None and isinstance(path, (str, os.PathLike)):
+        try:
+            info = os.stat(path)
+            key = (os.path.realpath(path), info.st_mtime_ns, info.st_size, float(default_F))
+        except OSError:
+            key = None  # the read below reports it
+        if key in _MEMO:
+            return _MEMO[key]
+    table = _read_hkl(path, source, default_F, cache, raw)
+    if key is not None:
+        _MEMO[key] = table
+    return table
+
+
+class memoized_tables:
+    """Within this context, :func:`read_hkl` parses each file once.
+
+    Tables are kept by (path, modification time, size, default_F), so a batch
+    of 1000 renders of one 32 MB file parses it once; a file changed on disk
+    is read again.
+    """
+
+    def __enter__(self):
+        global _MEMO
+        self._outer = _MEMO
+        if _MEMO is None:
+            _MEMO = {}
+        return self
+
+    def __exit__(self, *exc):
+        global _MEMO
+        _MEMO = self._outer
+        return False
+
+
+def _read_hkl(path, source, default_F, cache, raw):
     folder = cache_dir() if cache is _USE_CACHE else cache
     key = refl = None
     if raw is not None:

@@ -1,0 +1,505 @@
+"""Many images in one process: jobs files, rotation series, stills -- compiled once, rendered in batches.
+
+A *batch* is a list of nanoBragg command lines that share common flags: job
+``i`` (1-based) is ``[common flags] [line i flags]``, the later value of a flag
+winning as when nanoBragg reads a flag twice.  Each job is set up exactly as a
+single ``nbjax`` run (:func:`nbjax.experiment.build`), so its image is the one
+that run renders, pixel for pixel.
+
+What is shared.  Jobs whose static :class:`~nbjax.engine.RenderConfig`, array
+shapes and mask agree form a *group*: one compiled renderer serves the whole
+group, and the group's scenes are rendered ``batch_size`` at a time with
+``jax.vmap`` over a leading batch axis (leaves that are equal in every job of a
+chunk and large -- typically the structure-factor table, one array shared by
+every job that reads the same file -- are not batched; every small leaf is, so
+one compiled renderer serves a group whatever its jobs vary).  Continuous
+parameters (orientation, cell, N, distance, beam centre, wavelength, fluence,
+mosaic spread, phi start, ...) live in the scene and do not split a group;
+pixel counts, step counts, oversampling, input files and anything else in the
+configuration do (including, in ``--c-parity`` mode only, whether a phi step
+is exactly 0, which decides nanoBragg's phi carry-over).  The per-image state nanoBragg carries from
+pixel to pixel (phi carry-over, interpolation switch-off) starts afresh for
+every image of the batch (:func:`nbjax.engine.initial_carry` inside the map).
+Structure-factor files are read once per batch
+(:func:`nbjax.io.hkl.memoized_tables`).
+
+Memory.  A render holds one row block (about 2^17 pixels, see
+:func:`nbjax.experiment.default_block_rows`) of every image in flight, so the
+default batch size is ``2^19 / block pixels`` (at least 1): 32 images of
+128x128, 4 of 512x512 or of a full 6M detector.
+
+Series and stills.  :func:`series_lines` makes the lines of a rotation series
+(frame i: ``-phi phi0 + (i-1)*osc``, each frame spanning ``-osc`` in
+``-phisteps`` steps, like nanoBragg run once per frame); :func:`stills_lines`
+those of randomly oriented stills: rotations uniform over SO(3) (Haar measure:
+normalised 4-D Gaussian quaternions from ``numpy.random.default_rng(seed)``),
+written as ``-misset rotx roty rotz`` in degrees with 17 significant digits so
+that nanoBragg.c reads back the same doubles.
+
+Noise seeds (:func:`job_arguments`): a line's own ``-seed`` is used as given;
+``-seed S`` in the common flags alone gives job i the seed ``S + i - 1``; with
+no seed anywhere every job draws its own.
+
+Output names (:func:`template_name`): a run of ``#`` in a name becomes the
+zero-padded job number; a name without ``#`` gets ``_00001`` before its
+extension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import secrets
+import shlex
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from nbjax.errors import InputError
+
+__all__ = [
+    "Job", "JobErrors", "BatchImage", "read_jobs", "parse_lines", "template_name", "job_arguments", "series_lines",
+    "stills_lines", "build_jobs", "group_jobs", "default_batch_size", "render_jobs", "render_batch",
+    "render_series", "render_stills", "RTD",
+]
+
+RTD = 180.0 / math.pi
+#: Block pixels of all images in flight in one vmapped render (sets the default batch size).
+BATCH_PIXEL_BUDGET = 1 << 19
+_HASH = re.compile(r"#+")
+
+
+class JobErrors(InputError):
+    """Every bad line of a batch (``errors``: one message per line, ``FILE:LINE: flag: problem``)."""
+
+    def __init__(self, errors):
+        pairs = [e if isinstance(e, tuple) else (0, e) for e in errors]
+        self.errors = [message for _, message in sorted(pairs, key=lambda e: e[0])]
+        super().__init__("; ".join(self.errors))
+
+
+class Job(NamedTuple):
+    """One line of a jobs file: its number in the file and its flags."""
+
+    line_no: int
+    tokens: tuple
+
+
+class BatchImage(NamedTuple):
+    """One rendered image of a batch: job number (1-based), float32 image, its experiment and result."""
+
+    index: int
+    image: np.ndarray
+    experiment: object
+    result: object
+
+
+# --------------------------------------------------------------------------
+# lines
+
+
+def parse_lines(lines: Sequence, source: str = "jobs") -> list:
+    """Jobs from text lines (shell-quoted flags) or token lists; blank and ``#`` lines skipped."""
+    jobs = []
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, Job):
+            jobs.append(line)
+            continue
+        if isinstance(line, str):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                tokens = shlex.split(text)
+            except ValueError as error:
+                raise InputError(f"{source}:{number}: {error}") from None
+            if not tokens:
+                continue
+        else:
+            tokens = [str(t) for t in line]
+        jobs.append(Job(number, tuple(tokens)))
+    return jobs
+
+
+def read_jobs(path) -> list:
+    """The jobs of the text file ``path`` (one list of nanoBragg flags per non-blank, non-``#`` line)."""
+    from nbjax.io.atomic import read_file_bytes
+
+    raw = read_file_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{os.fspath(path)}: not a text file") from None
+    jobs = parse_lines(text.splitlines(), os.fspath(path))
+    if not jobs:
+        raise InputError(f"{os.fspath(path)}: no jobs (every line is empty or a # comment)")
+    return jobs
+
+
+def template_name(name: str, index: int, width: int = 5) -> str:
+    """``name`` for job ``index``: runs of ``#`` become the zero-padded number, else ``_00001`` before the extension."""
+    directory, base = os.path.split(name)
+    if "#" in base:
+        base = _HASH.sub(lambda m: str(index).zfill(len(m.group(0))), base)
+    else:
+        root, ext = os.path.splitext(base)
+        base = f"{root}_{index:0{width}d}{ext}"
+    return os.path.join(directory, base)
+
+
+def _last_value(tokens, flag):
+    value = None
+    for k, token in enumerate(tokens):
+        if token == flag and k + 1 < len(tokens):
+            value = tokens[k + 1]
+    return value
+
+
+def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "jobs", seed_draw=None,
+                  errors: list | None = None) -> list:
+    """The full nanoBragg argument list of every job, output names templated, noise seeds set.
+
+    Returns one list per job (``common + line + -seed/-floatfile/... overrides``);
+    raises one :class:`JobErrors` listing every bad line (file line number and
+    flag) -- or, given an ``errors`` list, appends ``(line, message)`` to it
+    and returns None for the bad lines.
+    """
+    from nbjax import cflags
+    from nbjax.io.numbers import parse_int
+
+    common = [str(t) for t in common]
+    collect = errors is not None
+    errors = errors if collect else []
+    common_seed = _last_value(common, "-seed")
+    base_seed = None
+    if common_seed is not None:
+        try:
+            base_seed = parse_int(common_seed, "-seed")
+        except InputError as error:
+            raise InputError(f"common flags: {error}") from None
+    draw = seed_draw or (lambda: secrets.randbelow(2**31 - 2) + 1)
+    arguments = []
+    for i, job in enumerate(jobs, start=1):
+        argv = common + list(job.tokens)
+        try:
+            st = cflags.parse(argv)
+        except InputError as error:
+            errors.append((job.line_no, f"{source}:{job.line_no}: {error}"))
+            arguments.append(None)
+            continue
+        extra = []
+        if _last_value(job.tokens, "-seed") is None:
+            extra += ["-seed", str(base_seed + i - 1 if base_seed is not None else draw())]
+        extra += ["-floatfile", template_name(st.floatfilename, i), "-intfile", template_name(st.intfilename, i)]
+        if st.write_pgm:
+            extra += ["-pgmfile", template_name(st.pgmfilename, i)]
+        if st.calculate_noise:
+            extra += ["-noisefile", template_name(st.noisefilename, i)]
+        arguments.append(argv + extra)
+    if errors and not collect:
+        raise JobErrors(errors)
+    return arguments
+
+
+def series_lines(common: Sequence[str], frames: int) -> list:
+    """Jobs of a rotation series: frame i is ``-phi phi0 + (i-1)*osc`` (degrees)."""
+    from nbjax import cflags, experiment
+    from nbjax.io.numbers import parse_float
+
+    if frames <= 0:
+        raise InputError(f"--frames: must be a positive integer, got {frames}")
+    common = [str(t) for t in common]
+    st = cflags.parse(common)
+    phi_text = _last_value(common, "-phi")
+    phi0 = parse_float(phi_text, "-phi") if phi_text is not None else st.phi0 * RTD
+    osc_text = _last_value(common, "-osc")
+    if osc_text is not None:
+        osc = parse_float(osc_text, "-osc")
+    else:
+        _, osc_rad, _ = experiment._phi_steps(st.phisteps, st.osc, st.phistep)
+        osc = osc_rad * RTD
+    if not osc > 0:
+        raise InputError("-osc: a rotation series needs an oscillation range > 0 per frame")
+    return [Job(i, ("-phi", repr(phi0 + (i - 1) * osc))) for i in range(1, frames + 1)]
+
+
+def random_rotations(shots: int, seed: int) -> np.ndarray:
+    """``shots`` rotation matrices uniform over SO(3) (Haar), reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((shots, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], 1)
+
+
+def stills_lines(shots: int, seed: int) -> list:
+    """Jobs of ``shots`` stills: ``-misset rotx roty rotz`` (degrees, 17 digits) of Haar-random rotations.
+
+    ``-misset`` rotates the cell about x, then y, then z
+    (:func:`nbjax.geometry.rotation.rotate_xyz`); the angles are those of the
+    rotation matrix by :func:`nbjax.geometry.rotation.umat2misset`.
+    """
+    from nbjax.geometry.rotation import umat2misset
+
+    if shots <= 0:
+        raise InputError(f"--shots: must be a positive integer, got {shots}")
+    jobs = []
+    for i, matrix in enumerate(random_rotations(shots, seed), start=1):
+        angles = np.asarray(umat2misset(matrix)) * RTD
+        jobs.append(Job(i, ("-misset",) + tuple("%.17g" % a for a in angles)))
+    return jobs
+
+
+def jobs_text(jobs: Sequence[Job], header: str = "") -> str:
+    """A jobs file: one shell-quoted line of flags per job."""
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    lines += [" ".join(shlex.quote(t) for t in job.tokens) for job in jobs]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# set-up
+
+
+def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | None = None,
+               source: str = "jobs", errors: list | None = None) -> list:
+    """``builder(argv)`` for every argument list, every bad one reported at once (file line numbers).
+
+    Entries of ``arguments`` that are None (lines already found bad) are
+    skipped.  Raises :class:`JobErrors` with the errors of ``errors`` (earlier
+    stages) and its own, by line number.  Structure-factor files are read
+    once; jobs reading the same table share one array of it.
+    """
+    from nbjax.io import hkl
+
+    errors = list(errors or [])
+    experiments = []
+    shared_tables, shared_masks = {}, {}
+    with hkl.memoized_tables():
+        for k, argv in enumerate(arguments):
+            line = jobs[k].line_no if jobs is not None else k + 1
+            if argv is None:
+                continue
+            try:
+                exp = builder(argv)
+            except InputError as error:
+                errors.append((line, f"{source}:{line}: {error}"))
+                continue
+            exp = _canonical(exp)
+            if exp.mask is not None:  # one array per distinct mask, not one per job
+                mask = np.ascontiguousarray(exp.mask)
+                key = (mask.shape, mask.dtype.str, hashlib.sha1(mask.tobytes()).hexdigest())
+                exp = dataclasses.replace(exp, mask=shared_masks.setdefault(key, exp.mask))
+            if exp.fdump is not None:  # -hkl: the memoized table object says which jobs share it
+                key = id(exp.fdump[1])
+                first = shared_tables.setdefault(key, (exp.fdump[1], exp.scene.F_table))
+            else:  # a table read from Fdump.bin (or none): shared by content
+                table = np.asarray(exp.scene.F_table)
+                key = (table.shape, hashlib.sha1(np.ascontiguousarray(table).tobytes()).hexdigest())
+                first = shared_tables.setdefault(key, (None, exp.scene.F_table))
+            exp = dataclasses.replace(exp, scene=dataclasses.replace(exp.scene, F_table=first[1]))
+            experiments.append(exp)
+    if errors:
+        raise JobErrors(errors)
+    return experiments
+
+
+def _canonical(exp):
+    """The experiment with configuration fields the renderer ignores set alike (fewer groups).
+
+    Which phi steps are exactly 0 matters only to nanoBragg's phi carry-over
+    (``--c-parity``); elsewhere a series' frame at phi = 0 shares the others' renderer.
+    """
+    from nbjax import engine
+
+    cfg = exp.config
+    if cfg.phi_zero and not engine._uses_carryover(cfg) and any(cfg.phi_zero):
+        cfg = dataclasses.replace(cfg, phi_zero=(False,) * len(cfg.phi_zero))
+        exp = dataclasses.replace(exp, config=cfg)
+    return exp
+
+
+def group_key(exp):
+    """Jobs with equal keys share one compiled renderer."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(exp.scene)
+    shapes = tuple((tuple(np.shape(x)), str(x.dtype)) for x in leaves)
+    mask = None
+    if exp.mask is not None:
+        array = np.ascontiguousarray(exp.mask)
+        mask = (array.shape, hashlib.sha1(array.tobytes()).hexdigest())
+    return exp.config, treedef, shapes, mask
+
+
+def group_jobs(experiments: Sequence) -> list:
+    """Positions of the experiments, grouped by :func:`group_key` (groups in order of first appearance)."""
+    groups = {}
+    for position, exp in enumerate(experiments):
+        groups.setdefault(group_key(exp), []).append(position)
+    return list(groups.values())
+
+
+def default_batch_size(config) -> int:
+    """Images rendered together: about 2^19 block pixels in flight (at least 1)."""
+    x0, x1, _, _ = config.roi_bounds
+    block_pixels = max(1, (x1 - x0 + 1) * config.block_rows)
+    return max(1, BATCH_PIXEL_BUDGET // block_pixels)
+
+
+#: Leaves up to this many elements always get a batch axis (one compiled renderer whatever varies).
+SMALL_LEAF = 4096
+
+
+def _shared(leaves) -> bool:
+    """A large leaf that is one array in every scene of the chunk: passed once, not batched."""
+    first = leaves[0]
+    return np.size(first) > SMALL_LEAF and all(x is first for x in leaves[1:])
+
+
+_VMAPPED = {}
+
+
+def _vmapped_renderer(cfg, has_mask, axes_leaves, treedef):
+    import jax
+
+    from nbjax import engine
+
+    key = (cfg, has_mask, axes_leaves, treedef)
+    if key not in _VMAPPED:
+        axes = jax.tree_util.tree_unflatten(treedef, list(axes_leaves))
+
+        def one(scene, mask):
+            return engine.render_core(scene, cfg, mask if has_mask else None)
+
+        _VMAPPED[key] = jax.jit(jax.vmap(one, in_axes=(axes, None)))
+    return _VMAPPED[key]
+
+
+def _batched_leaves(experiments) -> tuple:
+    """Per scene leaf: does it get a batch axis (all but large leaves shared by every scene of the group)."""
+    import jax
+
+    flat = [jax.tree_util.tree_leaves(e.scene) for e in experiments]
+    return tuple(not _shared([f[k] for f in flat]) for k in range(len(flat[0])))
+
+
+def _render_chunk(experiments, batch_size, varies):
+    """Results of one chunk of a group (numpy), batch padded to ``batch_size`` with the last scene."""
+    import jax
+    import jax.numpy as jnp
+
+    from nbjax import engine
+
+    first = experiments[0]
+    mask = None if first.mask is None else jnp.asarray(first.mask)
+    if batch_size == 1:
+        result = engine.render(first.scene, first.config, mask)
+        return [jax.tree_util.tree_map(np.asarray, result)]
+    scenes = list(e.scene for e in experiments)
+    scenes += [scenes[-1]] * (batch_size - len(scenes))
+    flat = [jax.tree_util.tree_flatten(s)[0] for s in scenes]
+    treedef = jax.tree_util.tree_structure(first.scene)
+    leaves = [jnp.stack([f[k] for f in flat]) if v else flat[0][k] for k, v in enumerate(varies)]
+    axes = tuple(0 if v else None for v in varies)
+    run = _vmapped_renderer(first.config, mask is not None, axes, treedef)
+    mask_arg = mask if mask is not None else jnp.zeros((1, 1), bool)
+    out = jax.tree_util.tree_map(np.asarray, run(jax.tree_util.tree_unflatten(treedef, leaves), mask_arg))
+    return [engine.RenderResult(*(field[k] for field in out)) for k in range(len(experiments))]
+
+
+def render_jobs(experiments: Sequence, positions: Sequence[int] | None = None, *, batch_size: int | None = None,
+                on_group=None) -> Iterator:
+    """Render ``experiments`` (those at ``positions``, default all) group by group, chunk by chunk.
+
+    Yields ``(position, RenderResult of numpy arrays)`` in render order
+    (groups in order of first appearance, each in order).  ``on_group(number,
+    positions, batch_size)`` is called before each group is rendered.
+    """
+    wanted = list(range(len(experiments))) if positions is None else list(positions)
+    groups = {}
+    for position in wanted:
+        groups.setdefault(group_key(experiments[position]), []).append(position)
+    for number, members in enumerate(groups.values(), start=1):
+        size = batch_size or default_batch_size(experiments[members[0]].config)
+        size = max(1, min(size, len(members)))
+        if on_group is not None:
+            on_group(number, members, size)
+        varies = _batched_leaves([experiments[p] for p in members])
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            results = _render_chunk([experiments[p] for p in chunk], size, varies)
+            yield from zip(chunk, results)
+
+
+# --------------------------------------------------------------------------
+# the Python API
+
+
+def experiment_build(argv, *, c_parity: bool = False, **build_options):
+    """:func:`nbjax.experiment.build` in the mode asked for, rendering a float32 image (as the command)."""
+    from nbjax import experiment
+
+    mode = "c-parity" if c_parity else "spec"
+    options = dict(accumulation=mode, phi_carryover=mode)
+    options.update(build_options)
+    exp = experiment.build(argv, **options)
+    return dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
+
+
+def _default_builder(c_parity, build_options):
+    return lambda argv: experiment_build(argv, c_parity=c_parity, **build_options)
+
+
+def _in_order(stream, experiments):
+    pending, following = {}, 0
+    for position, result in stream:
+        pending[position] = result
+        while following in pending:
+            result = pending.pop(following)
+            yield BatchImage(following + 1, np.asarray(result.image, np.float32), experiments[following], result)
+            following += 1
+
+
+def render_batch(jobs, common: Sequence[str] = (), *, c_parity: bool = False, batch_size: int | None = None,
+                 stream: bool = False, **build_options):
+    """Render every job of a batch, as ``nbjax batch`` does, without writing files.
+
+    ``jobs``: a jobs-file path, or a sequence of lines (strings of flags or
+    token lists).  ``common``: the flags every job starts from.  Returns a
+    float32 array ``(jobs, slow, fast)`` (a list when the shapes differ), or
+    with ``stream=True`` a generator of :class:`BatchImage` in job order, one
+    image at a time.  ``build_options`` go to :func:`nbjax.experiment.build`
+    (e.g. ``dtype``, ``evaluation_dtype``).  Output flags in the jobs are
+    ignored (nothing is written); noise seeds follow :func:`job_arguments`.
+    """
+    if isinstance(jobs, (str, os.PathLike)):
+        job_list = read_jobs(jobs)
+    else:
+        job_list = parse_lines(list(jobs))
+    arguments = job_arguments(common, job_list)
+    experiments = build_jobs(arguments, _default_builder(c_parity, build_options), jobs=job_list)
+    images = _in_order(render_jobs(experiments, batch_size=batch_size), experiments)
+    if stream:
+        return images
+    frames = [item.image for item in images]
+    if len({f.shape for f in frames}) == 1:
+        return np.stack(frames)
+    return frames
+
+
+def render_series(common: Sequence[str], frames: int, **options):
+    """A rotation series of ``frames`` frames (see :func:`series_lines`); options as :func:`render_batch`."""
+    return render_batch(series_lines(common, frames), common, **options)
+
+
+def render_stills(common: Sequence[str], shots: int, seed: int, **options):
+    """``shots`` stills at Haar-random orientations from ``seed`` (see :func:`stills_lines`)."""
+    return render_batch(stills_lines(shots, seed), common, **options)
