@@ -317,10 +317,8 @@ def _canonical(exp):
     Which phi steps are exactly 0 matters only to nanoBragg's phi carry-over
     (``--c-parity``); elsewhere a series' frame at phi = 0 shares the others' renderer.
     """
-    from nbjax import engine
-
     cfg = exp.config
-    if cfg.phi_zero and not engine._uses_carryover(cfg) and any(cfg.phi_zero):
+    if cfg.phi_zero and not cfg.uses_carryover and any(cfg.phi_zero):
         cfg = dataclasses.replace(cfg, phi_zero=(False,) * len(cfg.phi_zero))
         exp = dataclasses.replace(exp, config=cfg)
     return exp
