@@ -422,8 +422,6 @@ def adjoint_unsupported(render: engine.RenderConfig) -> str | None:
         return "per-sub-pixel -oversample_thick/_polar/_omega factors"
     if render.image_wide_fallback:
         return "tricubic interpolation that switches itself off for the rest of the image (-interpolate)"
-    if getattr(render, "evaluation_dtype", None) or getattr(render, "output_dtype", None):
-        return "mixed precision (evaluation_dtype/output_dtype)"
     return None
 
 
@@ -742,6 +740,11 @@ def _render_adjoint_bwd(cfg, residuals, g):
     want_table = flag.shape[0] == 1
     if isinstance(g, jax.custom_derivatives.SymbolicZero):
         return jax.tree_util.tree_map(jnp.zeros_like, scene), None
+    # mixed precision (a float32 evaluation or image): the reverse pass runs in the scene's
+    # precision -- the derivative of the model, not of its rounding
+    dtype = scene.pix0_m.dtype
+    cfg = dataclasses.replace(cfg, evaluation_dtype=None, output_dtype=None)
+    image, g = image.astype(dtype), g.astype(dtype)
 
     def body(acc, block_index):
         part = _adjoint_block(scene, cfg, mask, image, g, want_table, block_index)
