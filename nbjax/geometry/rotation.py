@@ -163,13 +163,12 @@ def umat2misset(umat) -> np.ndarray:
             return a / m, b / m, c / m
         return a, b, c
 
-    mx, my, mz = norm3(xx, xy, xz), norm3(yx, yy, yz), norm3(zx, zy, zz)
-    if mx > 0:
-        xx, xy, xz = xx / mx, xy / mx, xz / mx
-    if my > 0:
-        yx, yy, yz = yx / my, yy / my, yz / my
-    if mz > 0:
-        zx, zy, zz = zx / mz, zy / mz, zz / mz
+    def normalized_rows():
+        """The three rows divided by their lengths (a zero row kept), and the lengths."""
+        rows = ((xx, xy, xz), (yx, yy, yz), (zx, zy, zz))
+        return (*(unit(*row) for row in rows), tuple(norm3(*row) for row in rows))
+
+    (xx, xy, xz), (yx, yy, yz), (zx, zy, zz), (mx, my, mz) = normalized_rows()
 
     # at most one non-empty row: fill in the others from the identity
     if mx >= 0 and my <= 0 and mz <= 0:
@@ -193,13 +192,7 @@ def umat2misset(umat) -> np.ndarray:
         if mz <= 0:
             zx, zy, zz = x_cross_y
 
-    mx, my, mz = norm3(xx, xy, xz), norm3(yx, yy, yz), norm3(zx, zy, zz)
-    if mx > 0:
-        xx, xy, xz = xx / mx, xy / mx, xz / mx
-    if my > 0:
-        yx, yy, yz = yx / my, yy / my, yz / my
-    if mz > 0:
-        zx, zy, zz = zx / mz, zy / mz, zz / mz
+    (xx, xy, xz), (yx, yy, yz), (zx, zy, zz), (mx, my, mz) = normalized_rows()
 
     if zx * zx < 1.0:
         rotx = math.atan2(zy, zz)

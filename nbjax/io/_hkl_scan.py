@@ -25,6 +25,24 @@ _POW10 = 10.0 ** np.arange(23)
 _EXACT = 1 << 53
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _digits(buf, i, n, mantissa, significant):  # pragma: no cover - compiled
+    """A run of decimal digits from ``buf[i]``: the first 19 significant ones go into ``mantissa``.
+
+    Returns (index after the run, mantissa, significant digits so far, digits in the run).
+    """
+    count = 0
+    while i < n and 48 <= buf[i] <= 57:
+        d = buf[i] - 48
+        if significant > 0 or d != 0:
+            significant += 1
+            if significant <= 19:
+                mantissa = mantissa * np.uint64(10) + np.uint64(d)
+        count += 1
+        i += 1
+    return i, mantissa, significant, count
+
+
 @njit(cache=True, nogil=True)
 def scan(buf, values, slow, first, count):  # pragma: no cover - compiled
     """Numbers of ``buf`` (uint8) into ``values``; per data line its first token and count.
@@ -69,25 +87,12 @@ def scan(buf, values, slow, first, count):  # pragma: no cover - compiled
         significant = 0
         digits = 0
         fraction = 0
-        while i < n and 48 <= buf[i] <= 57:
-            d = buf[i] - 48
-            if significant > 0 or d != 0:
-                significant += 1
-                if significant <= 19:
-                    mantissa = mantissa * np.uint64(10) + np.uint64(d)
-            digits += 1
-            i += 1
+        i, mantissa, significant, run = _digits(buf, i, n, mantissa, significant)
+        digits += run
         if i < n and buf[i] == 46:
-            i += 1
-            while i < n and 48 <= buf[i] <= 57:
-                d = buf[i] - 48
-                if significant > 0 or d != 0:
-                    significant += 1
-                    if significant <= 19:
-                        mantissa = mantissa * np.uint64(10) + np.uint64(d)
-                digits += 1
-                fraction += 1
-                i += 1
+            i, mantissa, significant, run = _digits(buf, i + 1, n, mantissa, significant)
+            digits += run
+            fraction += run
         if digits == 0:
             return 0, 0, 0
         exponent = 0

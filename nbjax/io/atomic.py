@@ -157,20 +157,9 @@ def read_file_bytes(path, limit: int = MAX_INPUT_BYTES) -> bytes:
     Refuses, before reading, anything that is not a regular file (directory,
     FIFO, device such as ``/dev/zero``) and files larger than ``limit`` bytes.
     """
-    try:
-        name = os.fspath(path)
-    except TypeError as error:
-        raise InputError(f"{path!r}: not a file name") from error
-    try:
-        _check_regular(name, os.stat(name), limit)
-        # O_NONBLOCK: should the name turn into a FIFO after the stat, opening
-        # it still does not wait for a writer (and fstat below refuses it).
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{name}: cannot read: {_describe(error)}") from error
+    name, fd, size = _open_regular(path, limit)
     try:
         with os.fdopen(fd, "rb") as handle:
-            size = _check_regular(name, os.fstat(handle.fileno()), limit)
             data = handle.read(size + 1)
     except (OSError, ValueError) as error:
         raise InputError(f"{name}: cannot read: {_describe(error)}") from error
@@ -188,19 +177,11 @@ def map_file(path, limit: int = MAX_INPUT_BYTES):
     """
     import mmap
 
-    name = os.fspath(path)
+    name, fd, size = _open_regular(path, limit)
     try:
-        _check_regular(name, os.stat(name), limit)
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{name}: cannot read: {_describe(error)}") from error
-    try:
-        size = _check_regular(name, os.fstat(fd), limit)
         if size > 0:
             with contextlib.suppress(OSError, ValueError):
                 return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-    except (OSError, ValueError) as error:
-        raise InputError(f"{name}: cannot read: {_describe(error)}") from error
     finally:
         os.close(fd)
     return read_file_bytes(name, limit)
@@ -208,15 +189,35 @@ def map_file(path, limit: int = MAX_INPUT_BYTES):
 
 def read_file_head(path, count: int) -> tuple[bytes, int]:
     """The first ``count`` bytes of the regular file ``path`` and its size (InputError as above)."""
-    name = os.fspath(path)
+    name, fd, size = _open_regular(path, MAX_INPUT_BYTES * 64)
     try:
-        _check_regular(name, os.stat(name), MAX_INPUT_BYTES * 64)
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         with os.fdopen(fd, "rb") as handle:
-            size = _check_regular(name, os.fstat(handle.fileno()), MAX_INPUT_BYTES * 64)
             return handle.read(count), size
     except (OSError, ValueError) as error:
         raise InputError(f"{name}: cannot read: {_describe(error)}") from error
+
+
+def _open_regular(path, limit: int) -> tuple[str, int, int]:
+    """(name, open read-only descriptor, size) of a regular file of at most ``limit`` bytes.
+
+    Checked before opening (a FIFO or device is never opened) and again on the
+    open descriptor; O_NONBLOCK so that a name turned into a FIFO after the
+    check still does not wait for a writer.  Any failure is an InputError.
+    """
+    try:
+        name = os.fspath(path)
+    except TypeError as error:
+        raise InputError(f"{path!r}: not a file name") from error
+    try:
+        _check_regular(name, os.stat(name), limit)
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{name}: cannot read: {_describe(error)}") from error
+    try:
+        return name, fd, _check_regular(name, os.fstat(fd), limit)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _check_regular(name: str, info: os.stat_result, limit: int) -> int:
