@@ -452,10 +452,11 @@ def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, ac
         else:
             scattering = engine._vmap2(engine._scattering, (0, 0, 0, None, None))
             dmin_cut = engine._vmap2(engine._dmin_cut, (0, 0, 0, None))
-            runs = jnp.asarray(np.asarray(engine._runs(cfg), np.int32).reshape(-1, 3))
+            runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
 
-            def run_body(polar, run):
-                rx, ry, rz, _ = ray(fast, slow, run[0].astype(dtype), run[1], run[2], scene, cfg)
+            def run_body(polar, r_index):
+                layer, sub_s, sub_f = engine._run_indices(cfg, r_index)
+                rx, ry, rz, _ = ray(fast, slow, layer.astype(dtype), sub_s, sub_f, scene, cfg)
 
                 def source_body(polar, xs):
                     cut = dmin_cut(*scattering(rx, ry, rz, xs[0], xs[1]), scene.dmin_m)
@@ -528,13 +529,14 @@ def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
     zero_lat = jax.tree_util.tree_map(jnp.zeros_like, lat0)
     zero_flat = jnp.zeros_like(table_flat) if (cfg.has_hkls and want_table) else None
     zeros3 = tuple(jnp.zeros(fast.shape, dtype) for _ in range(3))
-    runs = np.asarray(engine._runs(cfg), np.int32).reshape(-1, 3)
+    runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
 
-    def run_body(carry, run):
+    def run_body(carry, r_index):
         g_scene, g_rows, g_lat, g_flat = carry
+        layer, sub_s, sub_f = engine._run_indices(cfg, r_index)
 
         def ray_dirs(s):
-            dx, dy, dz, _ = ray(fast, slow, run[0].astype(dtype), run[1], run[2], s, cfg)
+            dx, dy, dz, _ = ray(fast, slow, layer.astype(dtype), sub_s, sub_f, s, cfg)
             return dx, dy, dz
 
         d, pull_ray = jax.vjp(ray_dirs, scene)

@@ -76,6 +76,8 @@ def render_command(argv) -> int:
     targets += [(options[k], k) for k in ("--npy", "--preview", "--cbffile") if k in options]
     for target, what in targets:
         OutputSet.check(target, what)
+    dump = [(exp.fdump[0], "-dump (Fdump.bin cache)")] if exp.fdump is not None else []
+    OutputSet.check_distinct(dump + targets)  # two outputs with one name: one image would be lost
 
     say("nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17 (nbjax engine)")
     for line in exp.log:
@@ -100,7 +102,7 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
     import jax.numpy as jnp
     import numpy as np
 
-    from nbjax import engine, products, progress
+    from nbjax import engine, experiment, products, progress
     from nbjax.io import floatimage, pgm, smv
     from nbjax.io.fdump import write_fdump
 
@@ -147,8 +149,7 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
     omega_sum = float(result.omega_sum)
     say(f"solid angle subtended by detector = {omega_sum / steps:g} steradian ( {100 * omega_sum / steps / 4 / math.pi:g}% sphere)")
     say.note(f"rendered in {elapsed:.3f} s")
-    if not np.all(np.isfinite(image)):
-        say.note("WARNING: the image has NaN or infinite pixels (check the geometry and the inputs)")
+    products.require_finite(image, experiment.overflow_suspects(exp))  # before any file is committed
 
     roi = exp.header["roi"]
     out = exp.outputs

@@ -32,6 +32,24 @@ class OutputSet:
 
     def __init__(self):
         self._pending = []  # (temporary, target, optional)
+        self._claimed = {}  # real path -> what
+
+    @staticmethod
+    def check_distinct(targets):
+        """InputError when two of ``targets`` ((name, what) pairs) are one file.
+
+        Names are compared as real paths (``os.path.realpath``: ``./f.bin``,
+        ``f.bin`` and a symbolic link to it are one file), so no image is
+        silently replaced by another of the same run.
+        """
+        seen = {}
+        for target, what in targets:
+            if not isinstance(target, str) or not target:
+                continue
+            real = os.path.realpath(target)
+            if real in seen:
+                raise InputError(f"{what}: {target} is also the {seen[real]} output; give each output its own name")
+            seen[real] = what
 
     @staticmethod
     def check(target, what):
@@ -54,6 +72,10 @@ class OutputSet:
                 return None
         else:
             self.check(target, what)
+        real = os.path.realpath(target)
+        if real in self._claimed:
+            raise InputError(f"{what}: {target} is also the {self._claimed[real]} output; give each output its own name")
+        self._claimed[real] = what
         directory, name = os.path.split(target)
         temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
         self._pending.append((temporary, target, optional))
@@ -61,6 +83,9 @@ class OutputSet:
 
     def drop(self, temporary):
         """Forget an optional file that could not be written."""
+        for p in self._pending:
+            if p[0] == temporary:
+                self._claimed.pop(os.path.realpath(p[1]), None)
         self._pending = [p for p in self._pending if p[0] != temporary]
         remove_quietly(temporary)
 
