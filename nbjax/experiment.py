@@ -772,6 +772,22 @@ def _build(argv, *, accumulation, phi_carryover, interpolation_fallback, dtype, 
                       fdump=fdump, settings=st, detector_setup=setup)
 
 
+def memory_summary(exp: Experiment) -> str:
+    """The sizes that set a render's memory, for an out-of-memory message (names the flags)."""
+    config = exp.config
+    itemsize = np.dtype(exp.scene.pix0_m.dtype).itemsize
+    rows, width = config.roi_shape
+    parts = []
+    table = np.shape(exp.scene.F_table)
+    if config.has_hkls:
+        entries = int(np.prod(table))
+        parts.append(f"the -hkl grid is {table[0]} x {table[1]} x {table[2]} = {entries} structure factors "
+                     f"({entries * itemsize / 1e9:.3g} GB, index range {config.hkl_min} to {config.hkl_max})")
+    parts.append(f"each render block is {config.block_rows} rows x {width} pixels (--block-rows)")
+    parts.append(f"the image is {config.spixels} x {config.fpixels} pixels")
+    return "; ".join(parts)
+
+
 def overflow_suspects(exp: Experiment) -> list:
     """Inputs of ``exp`` extreme enough to make pixels overflow or turn NaN, as "-flag value" strings.
 

@@ -139,10 +139,14 @@ class Printer:
 
     def __call__(self, line=""):
         if not self.quiet:
-            print(line, flush=True)
+            from nbjax.commands.signals import safe_print
+
+            safe_print(line)  # a closed stdout (| head) stops the lines, not the run
 
     def note(self, line):
         if not self.quiet:
-            print(f"nbjax: {line}", file=sys.stderr, flush=True)
+            from nbjax.commands.signals import safe_print
+
+            safe_print(f"nbjax: {line}", file=sys.stderr)
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 
+from nbjax.commands import signals
 from nbjax.commands.options import Printer, compile_cache_dir, modes, positive_int_option, setup_jax, split_options
 from nbjax.errors import InputError
 from nbjax.io import cbf
@@ -88,6 +89,7 @@ def render_command(argv) -> int:
         say.note(note)
     try:
         _render_and_write(options, exp, files, say, show_bar=show_bar, devices=devices)
+        signals.raise_if_pending()  # a signal some library swallowed still stops the commit
         for warning in files.commit():
             say(warning)
     except BaseException:
@@ -123,21 +125,26 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
 
     mask = None if exp.mask is None else jnp.asarray(exp.mask)
     started = time.perf_counter()
-    if devices > 1:
-        from nbjax import sharding
 
-        result = sharding.render_sharded(exp.scene, exp.config, mask, devices=devices)
-    elif show_bar and engine.n_blocks(exp.config) > 1:
-        with progress.Bar(engine.n_blocks(exp.config), "rendering", unit="block") as bar:
-            result = engine.render_blocks(exp.scene, exp.config, mask, on_block=bar.update_to)
-            result.image.block_until_ready()
-    elif compile_cache_dir(options) is not None:
-        from nbjax import aot  # the lowered renderer kept next to the compiled one: a faster start
+    def compute():
+        if devices > 1:
+            from nbjax import sharding
 
-        result = aot.render(exp.scene, exp.config, mask, cache_dir=compile_cache_dir(options))
-    else:
-        result = engine.render(exp.scene, exp.config, mask)
-    image = np.asarray(result.image, dtype=np.float32)
+            result = sharding.render_sharded(exp.scene, exp.config, mask, devices=devices)
+        elif show_bar and engine.n_blocks(exp.config) > 1:
+            with progress.Bar(engine.n_blocks(exp.config), "rendering", unit="block") as bar:
+                result = engine.render_blocks(exp.scene, exp.config, mask, on_block=bar.update_to)
+                result.image.block_until_ready()
+        elif compile_cache_dir(options) is not None:
+            from nbjax import aot  # the lowered renderer kept next to the compiled one: a faster start
+
+            result = aot.render(exp.scene, exp.config, mask, cache_dir=compile_cache_dir(options))
+        else:
+            result = engine.render(exp.scene, exp.config, mask)
+        return result, np.asarray(result.image, dtype=np.float32)
+
+    # traced, compiled and run in a worker thread: a signal ends the run at once (commands.signals)
+    result, image = _out_of_memory_named(lambda: signals.run(compute), exp)
     elapsed = time.perf_counter() - started
     interp = np.asarray(result.interpolation_off_at)
     if interp[0]:
@@ -194,6 +201,24 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
 
         pictures.write_preview(files.reserve(options["--preview"], "--preview"), image,
                                beam_center_px=cbf.beam_xy_px(exp.header))
+
+
+def _out_of_memory_named(function, exp):
+    """``function()``, with running out of memory reported with the sizes that took it."""
+    from nbjax import experiment
+    from nbjax.commands.main import _device_kind
+    from nbjax.errors import OutOfMemory
+
+    try:
+        return function()
+    except MemoryError:
+        raise OutOfMemory(f"out of {_device_kind()} memory while rendering: {experiment.memory_summary(exp)}") from None
+    except Exception as error:
+        text = " ".join(str(error).split())
+        if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+            raise OutOfMemory(f"out of {_device_kind()} memory while rendering: {experiment.memory_summary(exp)} "
+                              f"({text[:160]})") from None
+        raise
 
 
 def _check_sources(exp):
