@@ -42,6 +42,9 @@ nbjax options:
   --npy FILE                 also write the float image as a NumPy .npy file
   --cbffile FILE             also write the -intfile pixels as a Pilatus-style
                              miniCBF (needs fabio: pip install 'nbjax[interop]')
+  --allow-huge               render even beyond 1e13 structure-factor evaluations
+                             (pixels x sub-pixels x layers x sources x phi x
+                             mosaic domains); without it such a run is refused
   --quiet                    print nothing but errors (no summary, no progress bar)
   --debug                    show Python tracebacks
   -h, --help                 this help

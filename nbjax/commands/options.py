@@ -29,6 +29,7 @@ NBJAX_OPTIONS = {
     "--cbffile": 1,
     "--quiet": 0,
     "--debug": 0,
+    "--allow-huge": 0,
 }
 CHOICES = {
     "--phi-carryover-mode": ("spec", "c-parity"),

@@ -62,6 +62,7 @@ def render_command(argv) -> int:
         dtype=jnp.float64,
         evaluation_dtype="float32" if options.get("--precision") == "single" else None,
         block_rows=positive_int_option(options, "--block-rows"),
+        work_limit=math.inf if options.get("--allow-huge") else None,
     )
     # nanoBragg keeps a float image: render straight into float32
     exp = dataclasses.replace(exp, config=dataclasses.replace(exp.config, output_dtype="float32"))
@@ -88,8 +89,10 @@ def render_command(argv) -> int:
     for note in exp.notes:
         say.note(note)
     try:
-        _render_and_write(options, exp, files, say, show_bar=show_bar, devices=devices)
-        signals.raise_if_pending()  # a signal some library swallowed still stops the commit
+        # signals are acted on at check points only: while waiting for the render, and before the commit
+        with signals.deferred():
+            _render_and_write(options, exp, files, say, show_bar=show_bar, devices=devices)
+        # a signal during the renames raises at once; commit() then puts everything back
         for warning in files.commit():
             say(warning)
     except BaseException:
@@ -145,6 +148,7 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
 
     # traced, compiled and run in a worker thread: a signal ends the run at once (commands.signals)
     result, image = _out_of_memory_named(lambda: signals.run(compute), exp)
+    products.require_finite(image, experiment.overflow_suspects(exp))  # before any file is committed
     elapsed = time.perf_counter() - started
     interp = np.asarray(result.interpolation_off_at)
     if interp[0]:
@@ -156,7 +160,6 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
     omega_sum = float(result.omega_sum)
     say(f"solid angle subtended by detector = {omega_sum / steps:g} steradian ( {100 * omega_sum / steps / 4 / math.pi:g}% sphere)")
     say.note(f"rendered in {elapsed:.3f} s")
-    products.require_finite(image, experiment.overflow_suspects(exp))  # before any file is committed
 
     roi = exp.header["roi"]
     out = exp.outputs

@@ -13,7 +13,9 @@ crashes the interpreter at exit.  So:
   the main thread -- :class:`KeyboardInterrupt` for SIGINT, :class:`Terminated`
   for the others -- and remembers the signal (:func:`pending`), so an
   exception that some library swallowed is still acted on before the output
-  files are committed (:func:`raise_if_pending`);
+  files are committed (:func:`raise_if_pending`); while files are written
+  (:func:`deferred`) a signal is only recorded and acted on at those checks,
+  so no temporary file escapes its clean-up;
 * the command then discards its temporary files and :func:`exit_now` ends the
   process at once with status 128 + signal number (130, 143, 129), without
   waiting for the worker (which is still inside XLA) and without the
@@ -57,8 +59,13 @@ class Terminated(BaseException):
         return signal.Signals(self.signum).name
 
 
+_deferring = []  # non-empty: handlers only record (see deferred())
+
+
 def _handler(signum, frame):
     _pending.append(signum)
+    if _deferring:
+        return  # acted on at the next check point (run()'s wait, raise_if_pending())
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(signum)
@@ -98,6 +105,24 @@ def _reinstall():
     for signum in _active:
         with contextlib.suppress(OSError, ValueError):
             signal.signal(signum, _handler)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Within the block a signal is only recorded; it is acted on at explicit check points.
+
+    Used while output files are written: an exception raised at an arbitrary
+    bytecode (between creating a temporary file and registering it for
+    clean-up) could leave the file behind.  :func:`run` still checks every
+    tenth of a second, so a render stays promptly interruptible; the block
+    ends with a check.
+    """
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+    raise_if_pending()
 
 
 def pending():
