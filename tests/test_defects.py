@@ -324,3 +324,35 @@ def test_closed_stdout_keeps_the_images(in_inputs_dir):
     assert {"floatimage.bin", "intimage.img", "image.pgm", "noiseimage.img", "Fdump.bin"} <= set(names)
     assert not [n for n in names if n.startswith(".")]
     assert np.fromfile(in_inputs_dir / "floatimage.bin", np.float32).max() > 0
+
+
+# ---- documentation items with code behind them
+
+
+def test_progress_rate_starts_after_the_first_block():
+    """The first block holds the compilation: the time-left estimate must not count it."""
+    import io
+
+    from nbjax import progress
+
+    pytest.importorskip("tqdm")
+    bar = progress.Bar(10, "rendering", delay=0.0, stream=io.StringIO())
+    time.sleep(0.5)             # "compilation" inside the first block
+    bar.update_to(1)
+    time.sleep(0.05)
+    bar.update_to(2)
+    meter = bar._bar.format_dict
+    bar.close()
+    rate = (meter["n"] - meter["initial"]) / meter["elapsed"]
+    assert meter["initial"] == 1 and meter["n"] == 2
+    assert rate > 5.0, meter      # one block in ~0.05 s, not two in 0.55 s (3.6 per second)
+
+
+def test_fit_result_says_why_it_stopped():
+    from nbjax import fit
+
+    result = fit.FitResult(params=None, config=None, groups=(), loss=1.0, loss_kind="lsq", iterations=3,
+                           history=(), image=None, stops=(("coarse", "gradient below gtol"),
+                                                          ("polish", "iteration limit (max_iter)")))
+    assert result.stop_reason == "iteration limit (max_iter)" and not result.converged
+    assert fit.FitResult(*result[:8], stops=(("polish", "no lower loss in two line searches"),)).converged
