@@ -55,6 +55,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+
+def _wide():
+    """float64 where JAX has it (x64 on), else JAX's default float: no truncation warning."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
 from nbjax import engine
 from nbjax.constants import R_E_SQR_M2, RTD
 from nbjax.errors import InputError
@@ -927,7 +932,7 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
     if st.matfilename is not None:
         from nbjax.io import matrix as matrix_io
 
-        reciprocal = f64((1e-10 / st.lambda0) * jnp.asarray(matrix_io.read_mosflm_matrix(st.matfilename), jnp.float64).T)
+        reciprocal = f64((1e-10 / st.lambda0) * jnp.asarray(matrix_io.read_mosflm_matrix(st.matfilename), _wide()).T)
     if not st.user_cell:  # report the cell of the matrix
         direct, _ = crystal.cell_parameters(*_matrix_lattice(reciprocal))
         cell = [float(x) for x in np.asarray(direct)]
@@ -978,7 +983,7 @@ def from_experiment_args(argv, **kwargs):
 
 
 def _matrix_lattice(reciprocal):
-    frame = crystal.lattice_from_reciprocal(jnp.asarray(reciprocal, jnp.float64), jnp.zeros(3, jnp.float64))
+    frame = crystal.lattice_from_reciprocal(jnp.asarray(reciprocal, _wide()), jnp.zeros(3, _wide()))
     return frame.real_A, frame.reciprocal_A, frame.volume_A3
 
 
@@ -1001,15 +1006,15 @@ def as_cell_crystal(params: Params, config: SimConfig):
     if config.crystal_from == "cell":
         return params, config
     frame = lattice_vectors(params, config)
-    real = jnp.asarray(frame.real_A, jnp.float64)
-    recip = jnp.asarray(frame.reciprocal_A, jnp.float64)
-    cell = jnp.asarray(crystal.cell_parameters(real, recip, frame.volume_A3)[0], jnp.float64)
+    real = jnp.asarray(frame.real_A, _wide())
+    recip = jnp.asarray(frame.reciprocal_A, _wide())
+    cell = jnp.asarray(crystal.cell_parameters(real, recip, frame.volume_A3)[0], _wide())
     target = _gram(real)
-    metric = lambda p: _gram(crystal.lattice_from_cell(p, jnp.zeros(3, jnp.float64)).real_A)
+    metric = lambda p: _gram(crystal.lattice_from_cell(p, jnp.zeros(3, _wide())).real_A)
     for _ in range(8):
         residual = metric(cell) - target
         cell = cell - jnp.linalg.solve(jax.jacfwd(metric)(cell), residual)
-    standard = np.asarray(crystal.lattice_from_cell(cell, jnp.zeros(3, jnp.float64)).real_A)
+    standard = np.asarray(crystal.lattice_from_cell(cell, jnp.zeros(3, _wide())).real_A)
     # rows: real = standard @ U.T; U.T from the SVD of standard.T @ real
     w, _, vt = np.linalg.svd(standard.T @ np.asarray(real))
     u = (w @ vt).T

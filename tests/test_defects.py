@@ -98,6 +98,11 @@ def test_automatic_oversampling_is_capped(in_inputs_dir):
     # a singular-ish crystal size gives a count beyond a C int: 1, as nanoBragg.c
     exp = experiment.build(BASE + ["-samplesize", "2147483647"], now=0.0)
     assert exp.config.oversample == 1
+    # a near-singular matrix: c* = 1e-12 makes a 500 m crystal; nanoBragg.c also picks 1 (checked)
+    (in_inputs_dir / "singular.mat").write_text("0.01 0 0\n0 0.01 0\n0 0 1e-12\n0 0 0\n0 0 0\n")
+    exp = experiment.build([a if a != "A.mat" else "singular.mat" for a in BASE], now=0.0)
+    assert exp.config.oversample == 1
+    assert any("crystal is 0.05 x 0.05 x 5e+08 microns" in line for line in exp.log)
 
 
 @pytest.mark.parametrize("args, count", [
