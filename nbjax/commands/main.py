@@ -140,8 +140,8 @@ def _main(argv) -> int:
     except MemoryError:
         if debug:
             raise
-        print(f"nbjax: error: out of {_device_kind()} memory while setting up (large input files or counts?)",
-              file=sys.stderr)
+        print(f"nbjax: error: out of {_device_kind()} memory outside the render (a large input file, "
+              "e.g. an -hkl index range, or a large image to write?)", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # stdout closed outside the render's summary printing (that one carries on)
