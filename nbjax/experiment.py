@@ -279,8 +279,6 @@ def _read_header(st: cflags.CSettings, path: str, is_mask: bool):
 
     test = value("PIXEL_SIZE")
     if not math.isnan(test):
-        if not test > 0.0:
-            raise InputError(f"{flag}: {path}: header field PIXEL_SIZE={test:g} is not a positive size (mm)")
         st.pixel_size = test / 1000.0
     st.detsize_f = st.pixel_size * st.fpixels
     st.detsize_s = st.pixel_size * st.spixels

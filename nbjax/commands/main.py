@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from nbjax.commands import signals
+from nbjax.commands.options import device_kind as _device_kind
 from nbjax.errors import InputError, OutOfMemory
 
 USAGE = """\
@@ -79,16 +80,6 @@ def main(argv=None) -> int:
         # with them (abort, segfault), so end the process here, files already cleaned up
         signals.exit_now(code)
     return code
-
-
-def _device_kind() -> str:
-    """'host' on CPU, else the accelerator platform (only if jax is already imported)."""
-    jax = sys.modules.get("jax")
-    try:
-        platform = jax.default_backend() if jax is not None else "cpu"
-    except Exception:  # noqa: BLE001 -- a broken backend: say host
-        platform = "cpu"
-    return "host" if platform == "cpu" else f"device ({platform})"
 
 
 def _main(argv) -> int:

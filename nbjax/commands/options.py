@@ -132,6 +132,16 @@ def modes(options):
     return options.get("--accumulation", base), options.get("--phi-carryover-mode", base)
 
 
+def device_kind() -> str:
+    """'host' on CPU, else 'device (<platform>)' (asks jax only if it is already imported)."""
+    jax = sys.modules.get("jax")
+    try:
+        platform = jax.default_backend() if jax is not None else "cpu"
+    except Exception:  # noqa: BLE001 -- a broken backend: say host
+        platform = "cpu"
+    return "host" if platform == "cpu" else f"device ({platform})"
+
+
 class Printer:
     """The summary lines on stdout and nbjax's notes on stderr, both silenced by ``--quiet``."""
 

@@ -209,7 +209,7 @@ def _render_and_write(options, exp, files, say, *, show_bar, devices):
 def _out_of_memory_named(function, exp):
     """``function()``, with running out of memory reported with the sizes that took it."""
     from nbjax import experiment
-    from nbjax.commands.main import _device_kind
+    from nbjax.commands.options import device_kind as _device_kind
     from nbjax.errors import OutOfMemory
 
     try:
