@@ -361,3 +361,24 @@ def test_fit_result_says_why_it_stopped():
                                                           ("polish", "iteration limit (max_iter)")))
     assert result.stop_reason == "iteration limit (max_iter)" and not result.converged
     assert fit.FitResult(*result[:8], stops=(("polish", "no lower loss in two line searches"),)).converged
+
+
+def test_a_deferred_or_swallowed_signal_still_stops_the_run():
+    """Within deferred() a signal is only recorded; leaving the block acts on it (SIGTERM -> 143)."""
+    from nbjax.commands import signals
+
+    with signals.installed():
+        with pytest.raises(signals.Terminated) as caught:
+            with signals.deferred():
+                signals._handler(signal.SIGTERM, None)  # what Python calls when SIGTERM arrives
+                reached = True                          # no exception at an arbitrary point
+        assert reached and caught.value.exit_code == 143 and caught.value.name == "SIGTERM"
+        signals._pending.clear()  # (the process would have ended with 143 here)
+        # a KeyboardInterrupt that some library swallowed is raised again before the commit
+        try:
+            signals._handler(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # swallowed
+        with pytest.raises(KeyboardInterrupt):
+            signals.raise_if_pending()
+    assert signals.pending() is None  # cleared for the next run in this process
