@@ -206,8 +206,9 @@ def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "
 
 def series_lines(common: Sequence[str], frames: int) -> list:
     """Jobs of a rotation series: frame i is ``-phi phi0 + (i-1)*osc`` (degrees)."""
-    from nbjax import cflags, experiment
+    from nbjax import cflags
     from nbjax.io.numbers import parse_float
+    from nbjax.physics import sources
 
     if frames <= 0:
         raise InputError(f"--frames: must be a positive integer, got {frames}")
@@ -219,7 +220,7 @@ def series_lines(common: Sequence[str], frames: int) -> list:
     if osc_text is not None:
         osc = parse_float(osc_text, "-osc")
     else:
-        _, osc_rad, _ = experiment._phi_steps(st.phisteps, st.osc, st.phistep)
+        _, osc_rad, _ = sources.phi_steps(st.phisteps, st.osc, st.phistep)
         osc = osc_rad * RTD
     if not osc > 0:
         raise InputError("-osc: a rotation series needs an oscillation range > 0 per frame")

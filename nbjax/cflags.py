@@ -461,6 +461,12 @@ def _check_values(rule, flag, values, strict):
                              f"{' '.join(map(_shown, numbers))}{as_read}")
         if not any(numbers):
             raise InputError(f"{flag}: the vector must not be zero (it gives a direction){as_read}")
+        length2 = sum(float(v) * float(v) for v in numbers)
+        if not (0.0 < length2 < math.inf):
+            # nanoBragg unitizes with sqrt(x²+y²+z²): that must neither underflow to 0 nor overflow
+            raise InputError(f"{flag}: the vector {' '.join(map(_shown, numbers))} is too "
+                             f"{'short' if length2 == 0.0 else 'long'} to give a direction "
+                             f"(its squared length is not a positive finite number){as_read}")
         return
     what, ok = limit
     for v in numbers:
@@ -492,6 +498,11 @@ def check_settings(st: CSettings) -> None:
     hint = _header_hint(st)
     if not (_finite(st.pixel_size) and st.pixel_size > 0):
         raise InputError(f"-pixel: the pixel size must be positive, got {st.pixel_size * 1000:g} mm{hint}")
+    for count, size in ((st.fpixels, st.detsize_f), (st.spixels, st.detsize_s)):
+        extent = st.pixel_size * count if count else size
+        if not (_finite(extent) and _finite(st.pixel_size * st.pixel_size * 1e6)):
+            raise InputError(f"-pixel: a pixel of {st.pixel_size * 1000:g} mm makes the detector size "
+                             f"or the pixel area overflow{hint}")
     if not (_finite(st.distance) and st.distance > 0):
         raise InputError(f"-distance: the distance must be positive, got {st.distance * 1000:g} mm{hint}")
     if not (math.isnan(st.close_distance) or (_finite(st.close_distance) and st.close_distance > 0)):

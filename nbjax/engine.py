@@ -55,7 +55,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from nbjax.constants import R_E_SQR_M2
@@ -284,10 +283,24 @@ def _step_matrices(states, umats):
 # one block of pixels
 
 
-def _runs(cfg: RenderConfig):
-    """Static list of (layer, subS, subF) in nanoBragg's loop order."""
+def _n_runs(cfg: RenderConfig) -> int:
+    """Number of sub-pixel runs (layer, subS, subF) per pixel."""
+    return cfg.thicksteps * cfg.oversample * cfg.oversample
+
+
+def _run_indices(cfg: RenderConfig, r_index):
+    """(layer, subS, subF) of run ``r_index`` in nanoBragg's loop order (layer outermost).
+
+    Computed from the index inside the loop, so neither the trace nor the
+    compiled program holds a table of oversample² entries.
+    """
     o = cfg.oversample
-    return [(t, ss, sf) for t in range(cfg.thicksteps) for ss in range(o) for sf in range(o)]
+    per_layer = o * o
+    layer = r_index // per_layer
+    within = r_index - layer * per_layer
+    sub_s = within // o
+    sub_f = within - sub_s * o
+    return layer, sub_s, sub_f
 
 
 class _Block(NamedTuple):
@@ -353,19 +366,15 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
         ran=blk.ran_before,
         **extra,
     )
-    runs = np.asarray(_runs(cfg), dtype=np.int32).reshape(-1, 3)
-    run_xs = (
-        jnp.asarray(runs),
-        jnp.arange(len(runs), dtype=jnp.int32),
-        jnp.asarray((runs[:, 1] == 0) & (runs[:, 2] == 0)),
-    )
+    run_xs = jnp.arange(_n_runs(cfg), dtype=jnp.int32)
     step_xs = (blk.matrices, blk.alt_matrices, blk.lead, jnp.arange(n_steps, dtype=jnp.int32))
     source_xs = (scene.incident, scene.wavelength_m, jnp.arange(n_src, dtype=jnp.int32))
 
-    def run_body(acc, xs):
-        run, r_index, layer_start = xs
-        layer = run[0].astype(dtype)
-        dx, dy, dz, omega_sub = ray(blk.fast, blk.slow, layer, run[1], run[2], scene, cfg)
+    def run_body(acc, r_index):
+        layer_i, sub_s, sub_f = _run_indices(cfg, r_index)
+        layer_start = (sub_s == 0) & (sub_f == 0)
+        layer = layer_i.astype(dtype)
+        dx, dy, dz, omega_sub = ray(blk.fast, blk.slow, layer, sub_s, sub_f, scene, cfg)
         acc = dict(acc)
         acc["omega"] = jnp.where((acc["omega"] == 0.0) | cfg.oversample_omega, omega_sub, acc["omega"])
         acc["omega_sum"] = acc["omega_sum"] + acc["omega"]
@@ -547,10 +556,11 @@ def _any_uncut(scene: Scene, cfg: RenderConfig, blk: _Block):
     ray = _vmap2(_ray, (0, 0) + (None,) * 5)
     scattering = _vmap2(_scattering, (0, 0, 0, None, None))
     dmin_cut = _vmap2(_dmin_cut, (0, 0, 0, None))
-    runs = jnp.asarray(np.asarray(_runs(cfg), dtype=np.int32).reshape(-1, 3))
+    runs = jnp.arange(_n_runs(cfg), dtype=jnp.int32)
 
-    def run_body(survives, run):
-        dx, dy, dz, _ = ray(blk.fast, blk.slow, run[0].astype(blk.fast.dtype), run[1], run[2], scene, cfg)
+    def run_body(survives, r_index):
+        layer, sub_s, sub_f = _run_indices(cfg, r_index)
+        dx, dy, dz, _ = ray(blk.fast, blk.slow, layer.astype(blk.fast.dtype), sub_s, sub_f, scene, cfg)
 
         def source_body(survives, xs):
             qx, qy, qz = scattering(dx, dy, dz, xs[0], xs[1])

@@ -21,3 +21,17 @@ class InputError(Exception):
     def __init__(self, message: str):
         # Keep the message on one line whatever the caller passed in.
         super().__init__(" ".join(str(message).split()))
+
+
+class OutOfMemory(Exception):
+    """The machine (host or accelerator) ran out of memory for a task of the sizes named.
+
+    ``str(error)`` says where (``host`` or the device kind) and what was being
+    allocated (e.g. the -hkl grid's size, the rows per render block).  The
+    command line reports it on one line with exit status 1.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

@@ -47,6 +47,74 @@ from nbjax.physics import rng, sources
 from nbjax.physics.ran1 import CStatics
 
 DBL_MIN = 2.2250738585072014e-308
+FLOAT32_MAX = 3.4028234663852886e38
+_C_INT_MAX = 2**31 - 1
+
+#: Largest oversampling nbjax selects by itself (nanoBragg.c has no bound: a
+#: large crystal asks for thousands of sub-pixels per side).  An explicit
+#: ``-oversample`` is bounded by :data:`WORK_LIMIT` only.
+AUTO_OVERSAMPLE_MAX = 64
+
+#: Most evaluations of the structure factor one render may need: pixels (in
+#: the roi) x sub-pixels (oversample²) x sensor layers x sources x phi steps x
+#: mosaic domains.  About 1e13 is hours on a large GPU and days on a CPU core;
+#: a larger count is refused before anything runs (``--allow-huge`` lifts it).
+WORK_LIMIT = 1e13
+
+#: Most evaluations per pixel: the renderer counts them in 32-bit integers.
+PIXEL_WORK_LIMIT = _C_INT_MAX
+
+
+def recommended_oversample(xtalsize_max_m: float, reciprocal_pixel_m: float) -> int:
+    """nanoBragg's recommended oversampling, ``ceil(3 · xtal size / reciprocal pixel)``, as C computes it.
+
+    C converts the double to an ``int``; where the value is not a finite number
+    that fits (infinite, NaN, beyond 2³¹−1: a degenerate matrix, a distance of
+    1e-308) x86-64 gives INT_MIN, which nanoBragg then raises to 1.  nbjax
+    follows that, so such set-ups pick 1, as nanoBragg.c does.
+    """
+    value = 3.0 * xtalsize_max_m / reciprocal_pixel_m if reciprocal_pixel_m != 0.0 else math.nan
+    value = math.ceil(value) if math.isfinite(value) else math.nan
+    if math.isnan(value) or not -_C_INT_MAX - 1 <= value <= _C_INT_MAX:
+        return 1
+    return int(value) if value > 0 else 1
+
+
+def roi_clipped_size(roi, fpixels, spixels) -> int:
+    """Number of pixels nanoBragg visits for an (xmin, xmax, ymin, ymax) roi."""
+    width = min(roi[1], fpixels - 1) - roi[0] + 1
+    height = min(roi[3], spixels - 1) - roi[2] + 1
+    return max(width, 0) * max(height, 0)
+
+
+def check_work(*, pixels, oversample, thicksteps, n_sources, phisteps, mosaic_domains, limit=None):
+    """Refuse a render that needs more evaluations than nbjax allows (InputError naming the flags).
+
+    ``pixels`` is the number of pixels rendered.  Per pixel the count must
+    fit the renderer's 32-bit counters (:data:`PIXEL_WORK_LIMIT`, always);
+    the whole render must stay under ``limit`` (None: :data:`WORK_LIMIT`;
+    ``math.inf``: no limit).
+    """
+    per_pixel = oversample * oversample * thicksteps * n_sources * phisteps * mosaic_domains
+    flags = "-oversample, -thicksteps, sources (-divergence/-dispersion/-sourcefile), -phisteps, -mosaic_domains"
+    breakdown = (f"{oversample}² sub-pixels x {thicksteps} layers x {n_sources} sources x {phisteps} phi steps "
+                 f"x {mosaic_domains} mosaic domains")
+    if per_pixel > PIXEL_WORK_LIMIT:
+        raise InputError(f"{flags}: {breakdown} = {per_pixel:.3g} evaluations per pixel; "
+                         f"nbjax renders at most {PIXEL_WORK_LIMIT} per pixel")
+    limit = WORK_LIMIT if limit is None else limit
+    total = per_pixel * pixels
+    if total > limit:
+        raise InputError(f"{flags}: {pixels} pixels x {breakdown} = {total:.3g} evaluations, "
+                         f"more than nbjax's limit of {limit:.3g} (--allow-huge lifts it)")
+
+
+def _regular(matrix) -> bool:
+    """A finite 3x3 matrix with a finite, nonzero determinant."""
+    if not np.all(np.isfinite(matrix)):
+        return False
+    det = float(np.linalg.det(matrix))
+    return math.isfinite(det) and det != 0.0
 
 # The set-up geometry runs on the host with numpy (the geometry functions accept
 # numpy or JAX arrays): the C library's sin/cos/sqrt, as in nanoBragg, so that
@@ -221,7 +289,14 @@ def _read_header(st: cflags.CSettings, path: str, is_mask: bool):
     """Apply an SMV header as nanoBragg does before reading the command line."""
     image = smv_io.read_smv(path)
     st.fpixels, st.spixels = image.width, image.height
-    value = lambda key: smv_io.smv_value(image.header, key)
+    flag = "-mask" if is_mask else "-img"
+
+    def value(key):
+        number = smv_io.smv_value(image.header, key)
+        if math.isinf(number) or (math.isnan(number) and key in image.header):
+            raise InputError(f"{flag}: {path}: header field {key}={number:g} is not a finite number")
+        return number
+
     test = value("PIXEL_SIZE")
     if not math.isnan(test):
         st.pixel_size = test / 1000.0
@@ -288,6 +363,7 @@ def build(
     hkl_column: str | None = None,
     model: str | None = None,
     model_dmin=None,
+    work_limit: float | None = None,
 ) -> Experiment:
     """Set up an experiment from nanoBragg command-line arguments.
 
@@ -296,8 +372,25 @@ def build(
     the argument list (:func:`parse_args`).  ``hkl_column``: the MTZ/mmCIF column
     ``-hkl`` reads; ``model``: an atomic model whose F replace ``-hkl``, to the
     detector corner's resolution or ``model_dmin`` (Å) (see
-    :mod:`nbjax.io.reflections`).  Raises :class:`InputError` on bad input.
+    :mod:`nbjax.io.reflections`).  ``work_limit``: most evaluations the render
+    may need (None: :data:`WORK_LIMIT`; ``math.inf``: no limit).  Raises
+    :class:`InputError` on bad input.
+
+    ``dtype`` is the scene's float dtype; without ``jax_enable_x64`` a
+    requested float64 becomes JAX's default float (float32), silently.  The
+    set-up's own numpy arithmetic never prints floating-point warnings: a
+    non-finite result is refused with a line naming the flag instead.
     """
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    with np.errstate(all="ignore"):
+        return _build(argv, accumulation=accumulation, phi_carryover=phi_carryover, argument_scan=argument_scan,
+                      interpolation_fallback=interpolation_fallback, dtype=dtype,
+                      evaluation_dtype=evaluation_dtype, block_rows=block_rows, now=now, work_limit=work_limit,
+                      hkl_column=hkl_column, model=model, model_dmin=model_dmin)
+
+
+def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fallback, dtype, evaluation_dtype,
+           block_rows, now, work_limit, hkl_column, model, model_dmin) -> Experiment:
     st, mask_image = parse_args(argv, argument_scan=argument_scan)
     log, warnings = [], []
     model_dmin = _check_structure_factor_options(st, hkl_column, model, model_dmin)
@@ -440,7 +533,12 @@ def build(
     real_A = np.asarray(lattice.real_A)
     recip_A = np.asarray(lattice.reciprocal_A)
     if not np.all(np.isfinite(real_A)):
-        raise InputError("the unit cell is degenerate (zero volume): check -cell / -mat")
+        if st.matfilename is not None and _regular(np.asarray(matrix, np.float64)):
+            # the -mat matrix is fine: rescaling it by 1 Å/λ under- or overflowed
+            raise InputError(f"-lambda: a wavelength of {st.lambda0 * 1e10:g} A rescales the -mat orientation "
+                             "matrix to a degenerate cell (its numbers under- or overflow)")
+        raise InputError(f"the unit cell is degenerate (zero volume): check "
+                         f"{'-mat ' + st.matfilename if st.matfilename is not None else '-cell'}")
     direct, reciprocal = _cell_parameters(lattice.real_A, lattice.reciprocal_A, lattice.volume_A3)
     direct, reciprocal = np.asarray(direct), np.asarray(reciprocal)
     log.append("Unit Cell: " + " ".join(_g(x) for x in list(direct[:3]) + list(direct[3:] * RTD)))
@@ -459,25 +557,32 @@ def build(
     # ---- crystal size, oversampling -------------------------------------------------
     Na, Nb, Nc = st.Na, st.Nb, st.Nc
     lengths = [math.sqrt(float(np.dot(v, v))) for v in cell_m]
-    if st.sample_x > 0:
-        Na = math.ceil(st.sample_x / lengths[0])
-    if st.sample_y > 0:
-        Nb = math.ceil(st.sample_y / lengths[1])
-    if st.sample_z > 0:
-        Nc = math.ceil(st.sample_z / lengths[2])
+    for axis, (size, flag) in enumerate(((st.sample_x, "-xtal_thick/-samplesize"), (st.sample_y, "-xtal_width/-samplesize"),
+                                         (st.sample_z, "-xtal_height/-samplesize"))):
+        if size > 0:
+            cells = size / lengths[axis]
+            if not math.isfinite(cells):
+                raise InputError(f"{flag}: a crystal {size * 1000:g} mm across makes an infinite number of unit cells")
+            if axis == 0:
+                Na = math.ceil(cells)
+            elif axis == 1:
+                Nb = math.ceil(cells)
+            else:
+                Nc = math.ceil(cells)
     Na, Nb, Nc = (max(float(n), 1.0) if n > 1.0 else 1.0 for n in (Na, Nb, Nc))
     xtal = [lengths[0] * Na, lengths[1] * Nb, lengths[2] * Nc]
     log.append("crystal is %g x %g x %g microns" % tuple(x * 1e6 for x in xtal))
     xtalsize_max = max(xtal)
     distance = float(frame.distance_m)
     reciprocal_pixel = st.lambda0 * distance / st.pixel_size
-    recommended = int(math.ceil(3.0 * xtalsize_max / reciprocal_pixel))
-    if recommended <= 0:
-        recommended = 1
+    recommended = recommended_oversample(xtalsize_max, reciprocal_pixel)
     oversample = st.oversample
     if oversample <= 0:
-        oversample = recommended
+        oversample = min(recommended, AUTO_OVERSAMPLE_MAX)
         log.append(f"auto-selected {oversample}-fold oversampling")
+        if oversample < recommended:
+            warnings.append(f"NOTE: nanoBragg.c would auto-select {recommended}-fold oversampling; nbjax caps the "
+                            f"automatic choice at {AUTO_OVERSAMPLE_MAX} (give -oversample to choose more)")
     if oversample < recommended:
         warnings.append(f"WARNING: maximum dimension of sample is {xtalsize_max * 1e10:g} A")
         warnings.append(f"         but reciprocal pixel size is {reciprocal_pixel * 1e10:g} A")
@@ -524,6 +629,9 @@ def build(
     # ---- sources ---------------------------------------------------------------------
     if st.sourcefilename is not None:
         raw = read_sourcefile(st.sourcefilename)
+        if len(raw) > cflags.MAX_SOURCES:
+            raise InputError(f"-sourcefile: {st.sourcefilename} has {len(raw)} sources; "
+                             f"nbjax allows at most {cflags.MAX_SOURCES}")
         positions, wavelengths, weights = sources.file_sources(raw, beam, st.lambda0)
         divsteps = -1
     else:
@@ -555,7 +663,15 @@ def build(
         fdump = (dump_path, table)
         log.append(f"writing dump file for next time: {dump_path}")
 
+    if oversample <= 0:
+        oversample = 1
+    check_work(pixels=roi_clipped_size(roi, fpixels, spixels), oversample=oversample, thicksteps=thicksteps,
+               n_sources=n_sources, phisteps=phisteps, mosaic_domains=mosaic_domains, limit=work_limit)
+
     # ---- mosaic domains ---------------------------------------------------------------
+    if not mosaic_spread * 16.0 <= FLOAT32_MAX:
+        raise InputError(f"-mosaic: {mosaic_spread * RTD:g} degrees is too large: nanoBragg draws the domain "
+                         f"rotations in single precision (at most {FLOAT32_MAX / 16 * RTD:.3g} degrees)")
     domains = rng.mosaic_domains(mosaic_spread, mosaic_domains, st.mosaic_seed, rng_state)
     umats = domains.umats
     log.append(f"  created a total of {mosaic_domains} mosaic domains")
@@ -777,6 +893,58 @@ def _log_structure_factors(data, path, direct, log, warnings):
     if any(abs(x - y) > 0.01 * abs(y) for x, y in zip(data.cell, rendered)):
         warnings.append("WARNING: the cell of %s (%s) differs by more than 1%% from the rendered cell (%s)" % (
             path, " ".join(_g(x) for x in data.cell), " ".join(_g(x) for x in rendered)))
+
+
+def memory_summary(exp: Experiment) -> str:
+    """The sizes that set a render's memory, for an out-of-memory message (names the flags)."""
+    config = exp.config
+    itemsize = np.dtype(exp.scene.pix0_m.dtype).itemsize
+    rows, width = config.roi_shape
+    parts = []
+    table = np.shape(exp.scene.F_table)
+    if config.has_hkls:
+        entries = int(np.prod(table))
+        parts.append(f"the -hkl grid is {table[0]} x {table[1]} x {table[2]} = {entries} structure factors "
+                     f"({entries * itemsize / 1e9:.3g} GB, index range {config.hkl_min} to {config.hkl_max})")
+    parts.append(f"each render block is {config.block_rows} rows x {width} pixels (--block-rows)")
+    parts.append(f"the image is {config.spixels} x {config.fpixels} pixels")
+    return "; ".join(parts)
+
+
+def overflow_suspects(exp: Experiment) -> list:
+    """Inputs of ``exp`` extreme enough to make pixels overflow or turn NaN, as "-flag value" strings.
+
+    A pixel is r_e² · fluence · Σ F² F_latt² · factors: it overflows float32
+    (3.4e38) when the fluence or F is huge, F_latt is huge (many cells), the
+    water background is huge, or a wavelength is so small that q overflows.
+    The thresholds are orders of magnitude beyond any experiment.
+    """
+    st = exp.settings
+    out = []
+    if st is None:
+        return out
+    scene = exp.scene
+    fluence = float(scene.fluence)
+    if not fluence < 1e40:
+        out.append(f"-fluence/-flux {fluence:g} photons/m^2")
+    if abs(st.default_F) > 1e15:
+        out.append(f"-default_F {st.default_F:g}")
+    if st.water_size > 1e-1:
+        out.append(f"-water {st.water_size * 1e6:g} um")
+    n = np.asarray(scene.n_cells, np.float64)
+    if np.prod(n) > 1e15:
+        out.append("-N/-Na/-Nb/-Nc or the crystal size: %g x %g x %g cells" % tuple(n))
+    if exp.fdump is not None:
+        table = np.asarray(exp.fdump[1].values, np.float64)
+        if table.size and np.nanmax(np.abs(table)) > 1e15:
+            out.append(f"-hkl {st.hklfilename}: |F| up to {np.nanmax(np.abs(table)):g}")
+    wavelengths = np.asarray(scene.wavelength_m, np.float64)
+    if wavelengths.size and wavelengths.min() < 1e-20:
+        where = "-sourcefile " + st.sourcefilename if st.sourcefilename else "-lambda/-dispersion"
+        out.append(f"{where}: a wavelength of {wavelengths.min() * 1e10:g} A")
+    if not float(scene.pixel_size_m) < 1e3 or not float(scene.close_distance_m) > 1e-30:
+        out.append("-pixel/-distance/-close_distance: the detector geometry")
+    return out
 
 
 def write_fdump_cache(exp: Experiment):

@@ -126,6 +126,28 @@ class FitResult(NamedTuple):
     iterations: int         # all stages
     history: tuple          # (stage name, iteration, loss) per iteration
     image: np.ndarray       # model image at the refined parameters
+    stops: tuple = ()       # (stage name, why it stopped) per stage that ran; see STOP_REASONS
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the last stage stopped (one of :data:`STOP_REASONS`' keys)."""
+        return self.stops[-1][1] if self.stops else "no stage ran"
+
+    @property
+    def converged(self) -> bool:
+        """The last stage stopped on a convergence test, not on its iteration cap or a failure."""
+        return STOP_REASONS.get(self.stop_reason, False)
+
+
+#: Why a stage stops, and whether that counts as converged.
+STOP_REASONS = {
+    "gradient below gtol": True,
+    "loss change below ftol for 3 iterations": True,
+    "no lower loss in two line searches": True,
+    "no improvement in 25 iterations": True,
+    "iteration limit (max_iter)": False,
+    "non-finite loss": False,
+}
 
 
 # --------------------------------------------------------------------------
@@ -464,6 +486,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
     static = dict(config=config, groups=groups)
 
     history = []
+    stops = []  # (stage name, why it stopped)
     theta = G.get_groups(params, groups, config)
     total_iterations = 0
 
@@ -495,11 +518,13 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
             u = jnp.zeros_like(theta)
             state = _strong(steps["adam"].init(u))
             best_u, best_v, best_it = u, math.inf, 0
+            reason = "iteration limit (max_iter)"
             for it in range(1, stage.max_iter + 1):
                 new_u, state, v, gnorm = steps["adam_step"](u, state, base, units, rate, data, stage_data, **static)
                 v = float(v)
                 if not math.isfinite(v):
                     say(f"stage {stage.name}: non-finite loss, keeping the best point")
+                    reason = "non-finite loss"
                     break
                 if v < best_v * (1.0 - 1e-4):
                     best_it = it
@@ -510,8 +535,10 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
                 total_iterations += 1
                 u = new_u
                 if it - best_it >= 25:
+                    reason = "no improvement in 25 iterations"
                     break
             theta = base + units * best_u
+            stops.append((stage.name, reason))
             continue
 
         if stage.optimizer != "lbfgs":
@@ -535,6 +562,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
         small = 0       # consecutive iterations that lowered the loss by less than ftol (relative)
         failed = 0      # consecutive line searches that found no lower loss
         done = False
+        reason = "iteration limit (max_iter)"
         while it < stage.max_iter and not done:
             base = theta
             C, v0, g0 = whitening(base)
@@ -544,6 +572,7 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
                 line(stage_index, stage, 0, v0, float(jnp.linalg.norm(g0)))
                 history.append((stage.name, 0, v0))
             if float(jnp.linalg.norm(g0)) < stage.gtol:
+                reason = "gradient below gtol"
                 break
             u = jnp.zeros((C.shape[1],), theta.dtype)
             state = steps["lbfgs"].init(u)
@@ -566,6 +595,8 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
                         f"no decrease (loss {v:.10e}), {'stopping' if failed >= 2 else 'rewhitening'}")
                     history.append((stage.name, it, previous))
                     done = failed >= 2
+                    if done:
+                        reason = "no lower loss in two line searches"
                     break
                 failed = 0
                 line(stage_index, stage, it, v, gnorm)
@@ -583,17 +614,22 @@ def fit(observed, params, config, refine, *, mask=None, loss: str = "poisson", s
                 small = small + 1 if previous - v <= ftol * max(abs(v), 1e-300) else 0
                 previous = v
                 if small >= 3 or gnorm < stage.gtol:
+                    reason = "gradient below gtol" if gnorm < stage.gtol else "loss change below ftol for 3 iterations"
                     done = True
                     break
             theta = base + C @ u
+        stops.append((stage.name, reason))
 
     refined = G.set_groups(params, groups, config, theta)
     image = P.simulate(refined, config, data["mask"])
     value = float(steps["final_value"](image, data))
     image = np.asarray(image)
-    say(f"done: loss {value:.10e} after {total_iterations} iterations ({int(active.sum())} pixels)")
+    last = stops[-1][1] if stops else "no stage ran"
+    verdict = "converged" if STOP_REASONS.get(last, False) else "not converged"
+    say(f"done: loss {value:.10e} after {total_iterations} iterations ({int(active.sum())} pixels); "
+        f"{verdict}: {last}")
     return FitResult(params=refined, config=config, groups=groups, loss=value, loss_kind=loss,
-                     iterations=total_iterations, history=tuple(history), image=image)
+                     iterations=total_iterations, history=tuple(history), image=image, stops=tuple(stops))
 
 
 # --------------------------------------------------------------------------
@@ -613,6 +649,9 @@ def result_dict(result: FitResult, argv=None) -> dict:
     out["loss"] = float(result.loss)
     out["loss_kind"] = result.loss_kind
     out["iterations"] = int(result.iterations)
+    out["converged"] = bool(result.converged)
+    out["stop_reason"] = result.stop_reason
+    out["stage_stops"] = [[name, why] for name, why in result.stops]
     if argv is not None:
         args = equivalent_args(argv, p, cfg, result.groups)
         out["nanobragg_args"] = args

@@ -55,6 +55,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+
+def _wide():
+    """float64 where JAX has it (x64 on), else JAX's default float: no truncation warning."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
 from nbjax import engine
 from nbjax.constants import RTD
 from nbjax.geometry import conventions, crystal, detector
@@ -495,10 +500,11 @@ def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, ac
         else:
             scattering = engine._vmap2(engine._scattering, (0, 0, 0, None, None))
             dmin_cut = engine._vmap2(engine._dmin_cut, (0, 0, 0, None))
-            runs = jnp.asarray(np.asarray(engine._runs(cfg), np.int32).reshape(-1, 3))
+            runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
 
-            def run_body(polar, run):
-                rx, ry, rz, _ = ray(fast, slow, run[0].astype(dtype), run[1], run[2], scene, cfg)
+            def run_body(polar, r_index):
+                layer, sub_s, sub_f = engine._run_indices(cfg, r_index)
+                rx, ry, rz, _ = ray(fast, slow, layer.astype(dtype), sub_s, sub_f, scene, cfg)
 
                 def source_body(polar, xs):
                     cut = dmin_cut(*scattering(rx, ry, rz, xs[0], xs[1]), scene.dmin_m)
@@ -569,13 +575,14 @@ def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
     zero_lat = jax.tree_util.tree_map(jnp.zeros_like, lat0)
     zero_flat = jnp.zeros_like(table_flat) if (cfg.has_hkls and want_table) else None
     zeros3 = tuple(jnp.zeros(fast.shape, dtype) for _ in range(3))
-    runs = np.asarray(engine._runs(cfg), np.int32).reshape(-1, 3)
+    runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
 
-    def run_body(carry, run):
+    def run_body(carry, r_index):
         g_scene, g_rows, g_lat, g_flat = carry
+        layer, sub_s, sub_f = engine._run_indices(cfg, r_index)
 
         def ray_dirs(s):
-            dx, dy, dz, _ = ray(fast, slow, run[0].astype(dtype), run[1], run[2], s, cfg)
+            dx, dy, dz, _ = ray(fast, slow, layer.astype(dtype), sub_s, sub_f, s, cfg)
             return dx, dy, dz
 
         d, pull_ray = jax.vjp(ray_dirs, scene)
@@ -932,7 +939,7 @@ def from_experiment_args(argv, **kwargs):
 
 
 def _matrix_lattice(reciprocal):
-    frame = crystal.lattice_from_reciprocal(jnp.asarray(reciprocal, jnp.float64), jnp.zeros(3, jnp.float64))
+    frame = crystal.lattice_from_reciprocal(jnp.asarray(reciprocal, _wide()), jnp.zeros(3, _wide()))
     return frame.real_A, frame.reciprocal_A, frame.volume_A3
 
 
@@ -955,15 +962,15 @@ def as_cell_crystal(params: Params, config: SimConfig):
     if config.crystal_from == "cell":
         return params, config
     frame = lattice_vectors(params, config)
-    real = jnp.asarray(frame.real_A, jnp.float64)
-    recip = jnp.asarray(frame.reciprocal_A, jnp.float64)
-    cell = jnp.asarray(crystal.cell_parameters(real, recip, frame.volume_A3)[0], jnp.float64)
+    real = jnp.asarray(frame.real_A, _wide())
+    recip = jnp.asarray(frame.reciprocal_A, _wide())
+    cell = jnp.asarray(crystal.cell_parameters(real, recip, frame.volume_A3)[0], _wide())
     target = _gram(real)
-    metric = lambda p: _gram(crystal.lattice_from_cell(p, jnp.zeros(3, jnp.float64)).real_A)
+    metric = lambda p: _gram(crystal.lattice_from_cell(p, jnp.zeros(3, _wide())).real_A)
     for _ in range(8):
         residual = metric(cell) - target
         cell = cell - jnp.linalg.solve(jax.jacfwd(metric)(cell), residual)
-    standard = np.asarray(crystal.lattice_from_cell(cell, jnp.zeros(3, jnp.float64)).real_A)
+    standard = np.asarray(crystal.lattice_from_cell(cell, jnp.zeros(3, _wide())).real_A)
     # rows: real = standard @ U.T; U.T from the SVD of standard.T @ real
     w, _, vt = np.linalg.svd(standard.T @ np.asarray(real))
     u = (w @ vt).T

@@ -9,7 +9,9 @@ All functions take the float32 image nanoBragg keeps (photons per pixel,
 * :func:`int_image` -- the SMV image: ``floor(pixel · scale + adc + 1/2)``
   clipped to [0, 65535], with ``scale = 55000 / max_I`` unless ``-scale``;
 * :func:`pgm_image` -- the 8-bit preview: ``pixel · pgm_scale`` truncated,
-  clipped at 255, with ``pgm_scale = 250 / (5 rmsd)`` unless ``-pgmscale``.
+  clipped at 255, with ``pgm_scale = 250 / (5 rmsd)`` unless ``-pgmscale``;
+* :func:`require_finite` -- refuses an image with NaN or infinite pixels
+  (nanoBragg.c writes them; every product above would be garbage).
 
 Pixels outside the roi are 0 in every product, as nanoBragg leaves them.
 """
@@ -20,6 +22,8 @@ import dataclasses
 import math
 
 import numpy as np
+
+from nbjax.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,3 +148,23 @@ def _place(shape, rows, cols, pixels: np.ndarray) -> np.ndarray:
     full = np.zeros(shape, dtype=pixels.dtype)
     full[rows, cols] = pixels
     return full
+
+
+def require_finite(image, suspects=()) -> None:
+    """Raise :class:`InputError` when ``image`` has NaN or infinite pixels.
+
+    A pixel value overflows float32 (above 3.4e38 photons) or becomes NaN
+    (0·inf, inf−inf) only when an input is extreme; ``suspects`` names the
+    inputs that may be the cause (e.g. ``["-fluence 1e+308"]``), most likely
+    first.  Call it after the render and before any file is written.
+    """
+    image = np.asarray(image)
+    finite = np.isfinite(image)
+    if finite.all():
+        return
+    bad = int(image.size - np.count_nonzero(finite))
+    nan = int(np.count_nonzero(np.isnan(image)))
+    cause = (f"likely cause: {', '.join(suspects)}" if suspects
+             else "check the geometry and the inputs for extreme values")
+    raise InputError(f"the image has {bad} non-finite pixels ({nan} NaN, {bad - nan} infinite) "
+                     f"of {image.size}; nothing written; {cause}")

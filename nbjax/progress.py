@@ -47,6 +47,7 @@ class Bar:
                  delay: float = DELAY_S, stream=None):
         self.total = int(total)
         self._bar = None
+        self._started = False
         if not enabled or self.total <= 0:
             return
         try:
@@ -67,6 +68,15 @@ class Bar:
         if total is not None and int(total) != self._bar.total:
             self._bar.total = int(total)
         step = int(done) - self._bar.n
+        if step and not self._started:
+            # the first step holds the tracing and compilation: count it, but start the clock
+            # (rate, time left) after it, or the first estimate is ten times too long
+            self._started = True
+            now = time.time()
+            bar = self._bar
+            bar.n = bar.last_print_n = bar.initial = int(done)
+            bar.start_t = bar.last_print_t = now  # the bar shows from `delay` after this on
+            return
         if step:
             self._bar.update(step)
             if self._bar.n >= self._bar.total and time.time() - self._bar.start_t >= self._bar.delay:

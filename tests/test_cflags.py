@@ -229,10 +229,14 @@ def test_header_values_are_checked_too(tmp_path):
     assert (st.fpixels, st.spixels, st.distance) == (16, 16, pytest.approx(0.08))
     # (nanoBragg's DISTANCE lookup finds the last 'DISTANCE' in the header: CLOSE_DISTANCE's)
     for changes, flag in (({"close_distance_mm": 0.0}, "-distance"), ({"pixel_size_mm": 0.0}, "-pixel"),
-                          ({"wavelength_A": -1.0}, "-lambda"), ({"beam_center_x_mm": math.inf}, "-Xbeam")):
+                          ({"wavelength_A": -1.0}, "-lambda")):
         _smv(tmp_path / "bad.img", **changes)
         with pytest.raises(InputError, match=f"{flag}.*-img/-mask header"):
             experiment.parse_args(["-img", str(tmp_path / "bad.img")])
+    # a non-finite header number is named as the file's field, not as the flag it feeds
+    _smv(tmp_path / "bad.img", beam_center_x_mm=math.inf)
+    with pytest.raises(InputError, match=r"^-img: .*bad.img: header field BEAM_CENTER_X=inf is not a finite number"):
+        experiment.parse_args(["-img", str(tmp_path / "bad.img")])
     # the command line overrides a bad header value
     _smv(tmp_path / "bad.img", wavelength_A=-1.0)
     st, _ = experiment.parse_args(["-img", str(tmp_path / "bad.img"), "-lambda", "1.5"])

@@ -11,7 +11,10 @@ other exception is a bug.  The file readers have their own fuzzing in
 test_io_fuzz.py.
 
 Example counts: 600 + 300 + 300 (flag scanner, default and --c-parity), 150 (nbjax options), 100 (compare's
-options), 200 + 50 + 100 (set-up, the last under --c-parity): 1,800 generated inputs.
+options), 200 + 50 + 100 (set-up, the last under --c-parity), 500 (set-up with extreme values on every
+numeric flag: 1e308, 1e-308, denormals, 2^31; numpy RuntimeWarnings count as failures) and 500 (set-up
+reading generated -mat, -sourcefile, -mask/-img header and -hkl files of extreme numbers): 2,800
+generated inputs.
 """
 
 from __future__ import annotations
@@ -207,3 +210,91 @@ def test_c_parity_setup_raises_only_input_errors(extra, free, fuzz_dir, monkeypa
     """What --c-parity lets through (partial -cell, skipped options) still sets up or fails cleanly."""
     monkeypatch.chdir(fuzz_dir)
     _only_input_errors(lambda a: experiment.build(a, now=0.0, argument_scan="c-parity"), BASE + extra + free)
+
+
+# ---- extreme values and generated input files (issue 14: overflow, underflow, huge work)
+
+EXTREME = ["1e308", "-1e308", "1e-308", "-1e-308", "4.9e-324", "1e-300", "1e300", "1e200", "1e38", "3.5e38",
+           "1e-45", "2147483647", "2147483648", "46341", "100000", "1e15", "0", "-0", "1e-3", "1e3"]
+extreme = st.one_of(st.sampled_from(EXTREME), st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                    plausible)
+NUMERIC_FLAGS = sorted(f for f in KINDS if f not in FILE_OPTIONS and set(KINDS[f].replace("-", "")) <= set("fia")
+                       and KINDS[f].replace("-", ""))
+
+
+@st.composite
+def extreme_option(draw):
+    flag = draw(st.sampled_from(NUMERIC_FLAGS))
+    return [flag] + [draw(extreme) for _ in KINDS[flag].replace("-", "")]
+
+
+def _set_up_quietly(argv):
+    """The set-up with numpy's RuntimeWarnings turned into errors: it must refuse, not warn."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        experiment.build(argv, now=0.0)
+
+
+@settings(FAST, max_examples=500)
+@given(extra=st.lists(extreme_option(), min_size=1, max_size=3))
+def test_setup_with_extreme_values_refuses_without_warnings(extra, fuzz_dir, monkeypatch):
+    """Values at the edges of float64 and C int (1e308, 1e-308, denormals, 2^31) on every numeric flag:
+    the set-up succeeds or raises InputError -- never OverflowError, ZeroDivisionError, a math domain
+    error or a numpy RuntimeWarning -- and an accepted render is bounded in work."""
+    monkeypatch.chdir(fuzz_dir)
+    argv = BASE + [t for part in extra for t in part]
+    try:
+        _set_up_quietly(argv)
+    except InputError as error:
+        assert str(error) and "\n" not in str(error)
+        event("refused")
+    else:
+        event("accepted")
+
+
+def _write_numbers(path, rows):
+    path.write_text("".join(" ".join(row) + "\n" for row in rows))
+
+
+@settings(FAST, max_examples=500)
+@given(kind=st.sampled_from(["mat", "sourcefile", "mask", "img", "hkl"]),
+       values=st.lists(extreme, min_size=1, max_size=15), extra=st.lists(extreme_option(), max_size=1))
+def test_setup_with_generated_input_files(kind, values, extra, fuzz_dir, monkeypatch):
+    """A -mat, -sourcefile, -mask/-img header or -hkl file made of extreme numbers, read by the set-up."""
+    monkeypatch.chdir(fuzz_dir)
+    argv = list(BASE)
+    if kind == "mat":
+        numbers = (values * 9)[:9]
+        _write_numbers(fuzz_dir / "gen.mat", [numbers[0:3], numbers[3:6], numbers[6:9], ["0", "0", "0"]])
+        argv = [word for group in GROUPS if group[0] != "-cell" for word in group] + ["-mat", "gen.mat"]
+    elif kind == "sourcefile":
+        rows = [values[k:k + 5] for k in range(0, len(values), 5)]
+        _write_numbers(fuzz_dir / "gen_sources.txt", rows)
+        argv += ["-sourcefile", "gen_sources.txt"]
+    elif kind in ("mask", "img"):
+        keys = ["PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X", "BEAM_CENTER_Y",
+                "ORGX", "ORGY", "PHI", "OSC_RANGE"]
+        header = nanobragg_header(
+            fpixels=8, spixels=8, pixel_size_mm=0.4, distance_mm=50, wavelength_A=1.2, beam_center_x_mm=1.6,
+            beam_center_y_mm=1.6, adxv_center_x_mm=1.6, adxv_center_y_mm=1.6, mosflm_center_x_mm=1.6,
+            mosflm_center_y_mm=1.6, denzo_x_beam_mm=1.6, denzo_y_beam_mm=1.6, dials_origin_mm=(0, 0, -50),
+            xds_orgx=4, xds_orgy=4, close_distance_mm=50, phi_deg=0, osc_start_deg=0, osc_range_deg=0.1,
+            twotheta_deg=0).decode()
+        fields = "".join(f"{key}={value};\n" for key, value in zip(keys, values))
+        header = header.replace("}", fields + "}", 1)
+        write_smv(fuzz_dir / "gen.img", np.ones((8, 8), np.uint16), header.encode())
+        argv += ["-mask" if kind == "mask" else "-img", "gen.img"]
+    else:
+        rows = [["0", "0", "0", v] for v in values[:4]] + [["1", "0", "0", values[-1]]]
+        _write_numbers(fuzz_dir / "gen.hkl", rows)
+        argv = [a if a != "tiny.hkl" else "gen.hkl" for a in argv]
+    argv += [t for part in extra for t in part]
+    try:
+        _set_up_quietly(argv)
+    except InputError as error:
+        assert str(error) and "\n" not in str(error)
+        event("refused")
+    else:
+        event("accepted")

@@ -121,7 +121,7 @@ def run(args, capsys):
 
 
 KEYS = {"cell", "misset_deg", "N", "distance_mm", "beam_center_mm", "loss", "loss_kind", "iterations",
-        "command_line", "nanobragg_args", "seconds"}
+        "converged", "stop_reason", "stage_stops", "command_line", "nanobragg_args", "seconds"}
 
 
 def test_cli_float_image_writes_result_json(targets, tmp_path, capsys):
@@ -137,6 +137,10 @@ def test_cli_float_image_writes_result_json(targets, tmp_path, capsys):
     assert len(result["cell"]) == 6 and len(result["misset_deg"]) == 3 and len(result["N"]) == 3
     assert len(result["beam_center_mm"]) == 2 and isinstance(result["distance_mm"], float)
     assert result["loss_kind"] == "poisson" and result["iterations"] >= 1 and np.isfinite(result["loss"])
+    # it says why it stopped: the polish stage converges here (well inside its 60 iterations)
+    assert result["stage_stops"] == [["polish", result["stop_reason"]]]
+    assert result["converged"] is True and result["iterations"] < 60, result["stop_reason"]
+    assert "converged: " + result["stop_reason"] in stdout
     assert_within(errors(from_json(result)), TOLERANCE)
     # the equivalent command line renders the refined model (N rounded to whole cells)
     assert result["command_line"].startswith("nanoBragg ")

@@ -6,8 +6,10 @@ cell +0.7 %, misset 0.35 deg off, N 11, distance +1.5 mm and beam centre 0.5 mm
 off, refines cell, misset, N, distance and beam centre together, prints the
 errors and draws
 
-* docs/images/fit_loss.png   -- the loss of every iteration, stages marked;
-* docs/images/fit_images.png -- observed, starting model, fitted model, residual.
+* fit_example_out/fit_loss.png   -- the loss of every iteration, stages marked;
+* fit_example_out/fit_images.png -- observed, starting model, fitted model, residual.
+
+(in the current folder; ``--out docs/images`` regenerates the pictures docs/fitting.md shows)
 
     python docs/examples/fit_example.py              # noise-free target
     python docs/examples/fit_example.py --poisson    # Poisson target, peak ~16,000 photons
@@ -106,7 +108,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poisson", action="store_true", help="fit a Poisson-noisy target (-fluence 2e27)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=IMAGES, help="folder of the two PNGs")
+    parser.add_argument("--out", type=Path, default=Path("fit_example_out"),
+                        help=f"folder of the two PNGs (default ./fit_example_out; {IMAGES} holds the documented ones)")
     args = parser.parse_args()
 
     extra = ["-fluence", "2e27"] if args.poisson else []

@@ -241,6 +241,10 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
                 opts[key] = batch.template_name(opts[key], i)
         per_image.append(opts)
         names = render.output_targets(opts, exp)
+        try:
+            OutputSet.check_distinct(names)
+        except InputError as error:
+            errors.append((job.line_no, f"{source}:{job.line_no}: {error}"))
         for name, what in names:
             try:
                 OutputSet.check(name, what)
@@ -298,6 +302,7 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
             for position, result in batch.render_jobs(experiments, todo, batch_size=batch_size, on_group=on_group):
                 exp, opts = experiments[position], per_image[position]
                 image = render._numpy_image(result)
+                render.require_finite(exp, image)
                 files = OutputSet()
                 try:
                     stats, photons = render.write_products(opts, exp, image, files, silent)

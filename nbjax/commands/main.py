@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
-from nbjax.errors import InputError
+from nbjax.commands import signals
+from nbjax.commands.options import device_kind as _device_kind
+from nbjax.errors import InputError, OutOfMemory
 
 USAGE = """\
 usage: nbjax [nanoBragg options] [nbjax options]
@@ -49,6 +51,9 @@ nbjax options:
   --hkl-column NAME          the MTZ/mmCIF column -hkl reads (docs/inputs.md)
   --model FILE               F from an atomic model (PDB/mmCIF) instead of -hkl
   --model-dmin D             resolution (A) of --model (default: the detector's reach)
+  --allow-huge               render even beyond 1e13 structure-factor evaluations
+                             (pixels x sub-pixels x layers x sources x phi x
+                             mosaic domains); without it such a run is refused
   --quiet                    print nothing but errors (no summary, no progress bar)
   --debug                    show Python tracebacks
   -h, --help                 this help
@@ -57,8 +62,10 @@ nbjax options:
 A progress bar (stderr) appears on renders that run longer than a second when
 stderr is a terminal; -noprogress or --quiet turn it off.  Output files appear
 together at the end of a successful run; a failed or interrupted run leaves
-none of them.  Exit status: 0 success, 2 bad input (one line on stderr),
-1 internal error, 130 interrupted.
+none of them.  Exit status: 0 success (also when stdout was closed early,
+e.g. by `| head`: the files are still written), 2 bad input (one line on
+stderr), 1 internal error or out of memory, 130/143/129 ended by SIGINT,
+SIGTERM or SIGHUP (within a second; no output or temporary file left).
 """
 
 
@@ -77,6 +84,17 @@ BATCH_COMMANDS = {"batch": "batch_main", "series": "series_main", "stills": "sti
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    with signals.installed():
+        code = _main(argv)
+        received = signals.pending() is not None
+    if received:
+        # XLA's threads may still be working: the interpreter's shutdown could race
+        # with them (abort, segfault), so end the process here, files already cleaned up
+        signals.exit_now(code)
+    return code
+
+
+def _main(argv) -> int:
     debug = "--debug" in argv
     if debug and argv and argv[0] in ("example", "compare", "fit"):
         argv = [a for a in argv if a != "--debug"]  # the subcommands' own options do not include it
@@ -133,19 +151,36 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("nbjax: interrupted (no output files written)", file=sys.stderr)
+        signals.safe_print("nbjax: interrupted (no output files written)", file=sys.stderr)
         return 130
+    except signals.Terminated as error:
+        if debug:
+            raise
+        signals.safe_print(f"nbjax: ended by {error.name} (no output files written)", file=sys.stderr)
+        return error.exit_code
+    except OutOfMemory as error:
+        if debug:
+            raise
+        print(f"nbjax: error: {error}", file=sys.stderr)
+        return OutOfMemory.exit_code
     except MemoryError:
         if debug:
             raise
-        print("nbjax: error: out of memory (try a smaller --block-rows)", file=sys.stderr)
+        print(f"nbjax: error: out of {_device_kind()} memory outside the render (a large input file, "
+              "e.g. an -hkl index range, or a large image to write?)", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # stdout closed outside the render's summary printing (that one carries on)
+        signals._silence(sys.stdout)
+        signals.safe_print("nbjax: stdout was closed before the run finished", file=sys.stderr)
+        return 141
     except Exception as error:  # a bug in nbjax, or the machine ran out of something
         if debug:
             raise
         text = " ".join(str(error).split())[:300]
         if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
-            print(f"nbjax: error: out of device memory (try a smaller --block-rows): {text}", file=sys.stderr)
+            print(f"nbjax: error: out of {_device_kind()} memory (try a smaller --block-rows): {text}",
+                  file=sys.stderr)
         else:
             print(f"nbjax: internal error: {type(error).__name__}: {text} "
                   "(run again with --debug for the traceback)", file=sys.stderr)

@@ -32,6 +32,7 @@ NBJAX_OPTIONS = {
     "--hkl-column": 1,
     "--model": 1,
     "--model-dmin": 1,
+    "--allow-huge": 0,
 }
 CHOICES = {
     "--phi-carryover-mode": ("spec", "c-parity"),
@@ -134,6 +135,16 @@ def modes(options):
     return options.get("--accumulation", base), options.get("--phi-carryover-mode", base)
 
 
+def device_kind() -> str:
+    """'host' on CPU, else 'device (<platform>)' (asks jax only if it is already imported)."""
+    jax = sys.modules.get("jax")
+    try:
+        platform = jax.default_backend() if jax is not None else "cpu"
+    except Exception:  # noqa: BLE001 -- a broken backend: say host
+        platform = "cpu"
+    return "host" if platform == "cpu" else f"device ({platform})"
+
+
 class Printer:
     """The summary lines on stdout and nbjax's notes on stderr, both silenced by ``--quiet``."""
 
@@ -142,10 +153,14 @@ class Printer:
 
     def __call__(self, line=""):
         if not self.quiet:
-            print(line, flush=True)
+            from nbjax.commands.signals import safe_print
+
+            safe_print(line)  # a closed stdout (| head) stops the lines, not the run
 
     def note(self, line):
         if not self.quiet:
-            print(f"nbjax: {line}", file=sys.stderr, flush=True)
+            from nbjax.commands.signals import safe_print
+
+            safe_print(f"nbjax: {line}", file=sys.stderr)
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 
+from nbjax.commands import signals
 from nbjax.commands.options import Printer, compile_cache_dir, modes, positive_int_option, setup_jax, split_options
 from nbjax.errors import InputError
 from nbjax.io import cbf
@@ -56,8 +57,11 @@ def render_command(argv) -> int:
     exp = build_experiment(options, cargs)
     if devices > len(jax.devices()):
         raise InputError(f"--devices: {devices} requested but only {len(jax.devices())} available")
-    for target, what in output_targets(options, exp):
+    targets = output_targets(options, exp)
+    for target, what in targets:
         OutputSet.check(target, what)
+    dump = [(exp.fdump[0], "-dump (Fdump.bin cache)")] if exp.fdump is not None else []
+    OutputSet.check_distinct(dump + targets)  # two outputs with one name: one image would be lost
 
     say(banner(options))
     for line in exp.log:
@@ -68,13 +72,19 @@ def render_command(argv) -> int:
         say.note(note)
     files = OutputSet()
     try:
-        write_fdump(exp, files, say)
-        started = time.perf_counter()
-        result = _render(options, exp, show_bar=show_bar, devices=devices)
-        image = _numpy_image(result)
-        say_render_summary(exp, result, say)
-        say.note(f"rendered in {time.perf_counter() - started:.3f} s")
-        write_products(options, exp, image, files, say)
+        # signals are acted on at check points only: while waiting for the render, and before the commit
+        with signals.deferred():
+            write_fdump(exp, files, say)
+            started = time.perf_counter()
+            # traced, compiled and run in a worker thread: a signal ends the run at once (commands.signals)
+            result, image = _out_of_memory_named(
+                lambda: signals.run(lambda: _with_image(_render(options, exp, show_bar=show_bar, devices=devices))),
+                exp)
+            require_finite(exp, image)  # before any file is committed
+            say_render_summary(exp, result, say)
+            say.note(f"rendered in {time.perf_counter() - started:.3f} s")
+            write_products(options, exp, image, files, say)
+        # a signal during the renames raises at once; commit() then puts everything back
         for warning in files.commit():
             say(warning)
     except BaseException:
@@ -114,6 +124,7 @@ def build_experiment(options, cargs, **overrides):
         evaluation_dtype="float32" if options.get("--precision") == "single" else None,
         block_rows=positive_int_option(options, "--block-rows"),
         hkl_column=options.get("--hkl-column"), model=options.get("--model"), model_dmin=options.get("--model-dmin"),
+        work_limit=math.inf if options.get("--allow-huge") else None,
         **overrides,
     )
     # nanoBragg keeps a float image: render straight into float32
@@ -182,6 +193,36 @@ def _numpy_image(result):
     return np.asarray(result.image, dtype=np.float32)
 
 
+def _with_image(result):
+    """(result, the image as a float32 numpy array): the transfer waits for the render to finish."""
+    return result, _numpy_image(result)
+
+
+def require_finite(exp, image):
+    """InputError naming the likely cause when the image has NaN or infinite pixels (nothing is written)."""
+    from nbjax import experiment, products
+
+    products.require_finite(image, experiment.overflow_suspects(exp))
+
+
+def _out_of_memory_named(function, exp):
+    """``function()``, with running out of memory reported with the sizes that took it."""
+    from nbjax import experiment
+    from nbjax.commands.options import device_kind
+    from nbjax.errors import OutOfMemory
+
+    try:
+        return function()
+    except MemoryError:
+        raise OutOfMemory(f"out of {device_kind()} memory while rendering: {experiment.memory_summary(exp)}") from None
+    except Exception as error:
+        text = " ".join(str(error).split())
+        if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+            raise OutOfMemory(f"out of {device_kind()} memory while rendering: {experiment.memory_summary(exp)} "
+                              f"({text[:160]})") from None
+        raise
+
+
 def say_render_summary(exp, result, say):
     """nanoBragg's lines after the render: the interpolation switch-off and the solid angle."""
     import numpy as np
@@ -211,9 +252,6 @@ def write_products(options, exp, image, files, say):
 
     from nbjax import products
     from nbjax.io import floatimage, pgm, smv
-
-    if not np.all(np.isfinite(image)):
-        say.note("WARNING: the image has NaN or infinite pixels (check the geometry and the inputs)")
 
     roi = exp.header["roi"]
     out = exp.outputs

@@ -4,15 +4,54 @@ A run either leaves all of its files or none of them: every target is written
 as ``.<name>.<random>.part`` next to it and renamed into place by
 :meth:`OutputSet.commit`; :meth:`OutputSet.discard` removes the temporaries
 on any failure (Ctrl-C included).
+
+A run killed by SIGKILL (or a power cut) cannot clean up: its temporaries
+stay.  The next run that writes the same output name removes them (and
+``.<name>.<random>.old`` backups of an interrupted commit) once they are more
+than :data:`STALE_AFTER_S` seconds old -- old enough that no other run can
+still be writing them, since temporaries only live while files are written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import time
 
 from nbjax.errors import InputError
 from nbjax.io.atomic import remove_quietly
+
+
+#: Age (seconds) after which a leftover temporary of an output name is removed.
+STALE_AFTER_S = 3600.0
+
+
+def sweep_stale(target, *, older_than_s: float = STALE_AFTER_S, now: float | None = None) -> list:
+    """Remove ``target``'s leftover ``.<name>.<8 hex>.part``/``.old`` files older than ``older_than_s``.
+
+    Returns the paths removed.  Errors (a file gone meanwhile, no permission)
+    are ignored: the sweep is housekeeping, never a reason to fail a run.
+    """
+    directory, name = os.path.split(target)
+    pattern = re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{8}\.(part|old)\Z")
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = os.scandir(directory or ".")
+    except OSError:
+        return removed
+    with entries:
+        for entry in entries:
+            if not pattern.match(entry.name):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > older_than_s:
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+            except OSError:
+                pass
+    return removed
 
 
 class OutputSet:
@@ -32,6 +71,24 @@ class OutputSet:
 
     def __init__(self):
         self._pending = []  # (temporary, target, optional)
+        self._claimed = {}  # real path -> what
+
+    @staticmethod
+    def check_distinct(targets):
+        """InputError when two of ``targets`` ((name, what) pairs) are one file.
+
+        Names are compared as real paths (``os.path.realpath``: ``./f.bin``,
+        ``f.bin`` and a symbolic link to it are one file), so no image is
+        silently replaced by another of the same run.
+        """
+        seen = {}
+        for target, what in targets:
+            if not isinstance(target, str) or not target:
+                continue
+            real = os.path.realpath(target)
+            if real in seen:
+                raise InputError(f"{what}: {target} is also the {seen[real]} output; give each output its own name")
+            seen[real] = what
 
     @staticmethod
     def check(target, what):
@@ -54,6 +111,11 @@ class OutputSet:
                 return None
         else:
             self.check(target, what)
+        real = os.path.realpath(target)
+        if real in self._claimed:
+            raise InputError(f"{what}: {target} is also the {self._claimed[real]} output; give each output its own name")
+        self._claimed[real] = what
+        sweep_stale(target)
         directory, name = os.path.split(target)
         temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
         self._pending.append((temporary, target, optional))
@@ -61,6 +123,9 @@ class OutputSet:
 
     def drop(self, temporary):
         """Forget an optional file that could not be written."""
+        for p in self._pending:
+            if p[0] == temporary:
+                self._claimed.pop(os.path.realpath(p[1]), None)
         self._pending = [p for p in self._pending if p[0] != temporary]
         remove_quietly(temporary)
 

@@ -49,7 +49,7 @@ order::
 
     shared = CStatics()
     angles = random_misset(misset_seed, shared)          # only with -misset random
-    umats = mosaic_domain_umats(spread, n, mosaic_seed, shared)
+    umats = mosaic_domains(spread, n, mosaic_seed, shared).umats
     noisy, photons, overloads = noise_image_c(img, seed, state=shared)   # noise.py
 
 With nanoBragg's default (negative) seeds every stage re-seeds the table, so the

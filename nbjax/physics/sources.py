@@ -146,7 +146,13 @@ def unit_directions(positions):
     """Unitize each row as nanoBragg does (a zero row stays zero)."""
     out = np.zeros_like(positions)
     for n, (x, y, z) in enumerate(positions):
+        x, y, z = float(x), float(y), float(z)
         mag = math.sqrt(x * x + y * y + z * z)
+        if (mag == 0.0 or math.isinf(mag)) and (x or y or z) and math.isfinite(x + y + z):
+            # x² + y² + z² under- or overflowed (a source at 1e200 m): scale first
+            scale = max(abs(x), abs(y), abs(z))
+            x, y, z = x / scale, y / scale, z / scale
+            mag = math.sqrt(x * x + y * y + z * z)
         if mag != 0.0:
             out[n] = (x / mag, y / mag, z / mag)
     return out
