@@ -222,6 +222,8 @@ def _detector_abs(st, values):
     if "inf" in text or number == 0.0:
         st.detector_thick = 0.0
         st.detector_mu = 0.0
+    elif number * 1e-6 == 0.0:  # a denormal depth in micrometres underflows in metres
+        raise InputError(f"-detector_abs: an attenuation depth of {text} um is too small to be a length")
     else:
         st.detector_mu = 1.0 / (number * 1e-6)
 
