@@ -159,6 +159,9 @@ def test_strict_validation(args, message):
     ("-detpixels 20000", "-detpixels/-detsize/-pixel: a detector of 20000 x 20000 pixels is too large"),
     ("-detsize 1e300", "is too large"),
     ("-Xbeamx nan", "-Xbeamx: must be a finite number, got nan \\(read as -Xbeam"),
+    # a direction whose length overflows or underflows when normalised (found by the fuzzing)
+    ("-twotheta_axis 4 0 8.6e155", "-twotheta_axis: the vector's length squared must be a finite, nonzero double"),
+    ("-beam_vector 1e-170 0 0", "-beam_vector: the vector's length squared must be a finite, nonzero double"),
 ])
 def test_ranges(args, message):
     with pytest.raises(InputError, match=message) as info:
