@@ -29,9 +29,18 @@ def test_sincg_at_nodes_and_for_single_cells():
     h = jnp.asarray([0.0, 3.0, -7.0, 2.5, 0.3])
     np.testing.assert_array_equal(np.asarray(lattice.sincg(h, jnp.asarray(10.0)))[:3], [10.0, 10.0, 10.0])
     np.testing.assert_array_equal(np.abs(np.asarray(lattice.sincg(h, jnp.asarray(1.0)))), np.ones(5))
-    # gradient at an integer h is finite (double-where guard)
-    grad = jax.grad(lambda x: lattice.sincg(x, jnp.asarray(10.0)) ** 2)(jnp.asarray(3.0))
-    assert np.isfinite(float(grad))
+    # the gradient at a node (integer h, the maximum |sincg| = N) is exactly 0, not NaN
+    # (double-where guard) ...
+    grad_sq = jax.grad(lambda x: lattice.sincg(x, jnp.asarray(10.0)) ** 2)
+    for node in (0.0, 3.0, -7.0):
+        assert float(grad_sq(jnp.asarray(node))) == 0.0, node
+    # ... and elsewhere the derivative of (sin(pi N h) / sin(pi h))^2, in extended precision
+    pi = np.longdouble("3.14159265358979323846264338327950288")
+    for h in (3.001, -7.02, 0.37, 1.234):
+        x = np.longdouble(h)
+        f = np.sin(pi * 10 * x) / np.sin(pi * x)
+        df = pi * (10 * np.cos(pi * 10 * x) * np.sin(pi * x) - np.sin(pi * 10 * x) * np.cos(pi * x)) / np.sin(pi * x) ** 2
+        assert float(grad_sq(jnp.asarray(h))) == pytest.approx(float(2 * f * df), rel=1e-9), h
 
 
 def test_sin_pi_polynomial():
@@ -148,11 +157,21 @@ def test_water_background_formula(in_inputs_dir):
 
 
 def test_dmin_cuts_high_resolution(in_inputs_dir):
-    # corner resolution here is about 73 A, the centre's is infinite
-    image, _ = render(BASE + ["-dmin", "90"])
+    """-dmin 90 drops exactly the pixels whose resolution d = lambda / (2 sin theta) at the
+    pixel centre (one sub-pixel, one source) is finer than 90 A; the rest are untouched."""
+    image, exp = render(BASE + ["-dmin", "90"])
     full, _ = render(BASE)
-    cut = image == 0
-    assert cut.any() and (~cut).any()
-    np.testing.assert_array_equal(image[~cut], full[~cut])
-    # the cut pixels are the far ones: at the corner, resolution is highest
-    assert cut[0, 0] and not cut[24, 24]
+    scene = exp.scene
+    slow, fast = np.indices(image.shape)
+    pixel = 0.25e-3
+    pos = (np.asarray(scene.pix0_m)[None, None, :] + ((fast + 0.5) * pixel)[..., None] * np.asarray(scene.fdet)
+           + ((slow + 0.5) * pixel)[..., None] * np.asarray(scene.sdet))
+    cos_2theta = pos @ np.asarray(scene.beam) / np.linalg.norm(pos, axis=-1)   # beam: direction of travel
+    sin_theta = np.sqrt((1 - cos_2theta) / 2)
+    with np.errstate(divide="ignore"):
+        resolution = 6.2 / (2 * sin_theta)   # A
+    expected_cut = resolution < 90.0
+    assert expected_cut.sum() > 100 and (~expected_cut).sum() > 100   # both kinds present (corner ~73 A)
+    assert np.all(full > 0)
+    np.testing.assert_array_equal(image == 0, expected_cut)
+    np.testing.assert_array_equal(image[~expected_cut], full[~expected_cut])
