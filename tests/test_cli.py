@@ -123,6 +123,7 @@ BAD_INPUTS = {
     "infinite value": (GOOD + ["-Xbeam", "inf"], "-Xbeam"),
     "roi outside the detector": (GOOD + ["-roi", "40", "50", "0", "10"], "-roi"),
     "zero beam vector": (GOOD + ["-beam_vector", "0", "0", "0"], "-beam_vector"),
+    "beam along the detector plane": (GOOD + ["-beam_vector", "0", "0", "1"], "-beam_vector"),  # found by fuzzing
     "cell angle 180": (replace(GOOD, "-cell", "100", "100", "100", "180", "90", "90"), "-cell"),
     "negative cell length": (replace(GOOD, "-cell", "-100", "100", "100", "90", "90", "90"), "-cell"),
     "huge detector": (replace(GOOD, "-detpixels", "100000"), "-detpixels"),
