@@ -35,7 +35,8 @@ both modes, and so are values that are not numbers.
 
 Every value is also checked for its range (:data:`LIMITS`): lengths,
 wavelengths and pixel sizes positive, counts whole and not negative, no NaN or
-infinity, direction vectors not zero, seeds within a C ``int``; and the
+infinity, direction vectors not zero (nor so long or short that their squared
+length over- or underflows), seeds within a C ``int``; and the
 settings as a whole (:func:`check_settings`, also after the ``-img``/``-mask``
 headers): at most :data:`MAX_PIXELS` detector pixels, and no set of step counts
 that would make the set-up itself run for minutes (at most :data:`MAX_COUNT`
@@ -410,7 +411,7 @@ _COUNT = (f"must be a whole number from 0 to {MAX_COUNT}", lambda x: 0 <= x <= M
 _NONNEGATIVE_INT = (f"must be a whole number from 0 to {_C_INT[1]}", lambda x: 0 <= x <= _C_INT[1])
 _INT = (f"must be a whole number from {_C_INT[0]} to {_C_INT[1]}", lambda x: _C_INT[0] <= x <= _C_INT[1])
 _KAHN = ("must be a number from -1 to 1", lambda x: _finite(x) and -1.0 <= x <= 1.0)
-_DIRECTION = "nonzero"  # three finite numbers, not all zero
+_DIRECTION = "nonzero"  # three finite numbers, not all zero, whose squared length is a nonzero double
 
 #: The range each option's values must lie in, by the option's first name.
 #: Values are checked as read (in the option's own units, before conversion).

@@ -574,6 +574,11 @@ def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fa
     log.append("crystal is %g x %g x %g microns" % tuple(x * 1e6 for x in xtal))
     xtalsize_max = max(xtal)
     distance = float(frame.distance_m)
+    if not (math.isfinite(distance) and distance != 0.0):
+        # the beam runs along the detector plane, or the plane passes through the sample:
+        # nanoBragg divides by this distance (its sub-pixel choice) and renders nonsense
+        raise InputError(f"detector geometry: the beam meets the detector plane at distance {distance:g} m "
+                         "(check -beam_vector, -odet_vector, -pix0_vector and the detector rotations)")
     reciprocal_pixel = st.lambda0 * distance / st.pixel_size
     recommended = recommended_oversample(xtalsize_max, reciprocal_pixel)
     oversample = st.oversample

@@ -1,5 +1,13 @@
-"""Test set-up: float64 JAX (the tests, not the library, choose precision) and
-helpers to run golden cases in a scratch directory."""
+"""Test set-up: float64 JAX (the tests, not the library, choose precision), the
+Hypothesis profiles, and helpers to run golden cases in a scratch directory.
+
+Hypothesis profiles: ``ci`` (selected when the environment variable CI is set, as
+CI services set it to "true") is derandomized -- the same examples on every run,
+so a CI failure reproduces -- with no example database; ``dev`` (the default
+otherwise) draws new examples on every run and keeps failing ones in the local
+database.  Example counts are set per test (the fuzz modules' docstrings list
+them); HYPOTHESIS_PROFILE=NAME picks a profile explicitly.
+"""
 
 import gzip
 import os
@@ -11,6 +19,15 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    _hypothesis_settings = None
+if _hypothesis_settings is not None:
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    _hypothesis_settings.register_profile("dev", derandomize=False)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 ROOT = Path(__file__).resolve().parent
 GOLDEN = ROOT / "golden"

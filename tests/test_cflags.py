@@ -1,5 +1,6 @@
 """nanoBragg's flag scanner: the substring quirks, strict validation, ranges."""
 
+import dataclasses
 import math
 import re
 
@@ -159,6 +160,9 @@ def test_strict_validation(args, message):
     ("-detpixels 20000", "-detpixels/-detsize/-pixel: a detector of 20000 x 20000 pixels is too large"),
     ("-detsize 1e300", "is too large"),
     ("-Xbeamx nan", "-Xbeamx: must be a finite number, got nan \\(read as -Xbeam"),
+    # a direction whose length overflows or underflows when normalised (found by the fuzzing)
+    ("-twotheta_axis 4 0 8.6e155", "-twotheta_axis: the vector 4 0 8.6e\\+155 is too long to give a direction"),
+    ("-beam_vector 1e-170 0 0", "-beam_vector: the vector 1e-170 0 0 is too short to give a direction"),
 ])
 def test_ranges(args, message):
     with pytest.raises(InputError, match=message) as info:
@@ -166,14 +170,39 @@ def test_ranges(args, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("args", [
-    "-N 0", "-oversample 0", "-phisteps 0", "-mosaic_domains 0", "-detpixels 0 -detsize 10",
-    "-detector_abs inf", "-detector_abs 0", "-polar -1", "-mosaic 0", "-cell 100 100 100 0 0 0",
-    "-odet_vector 0 0 0", "-roi -1 -1 -1 -1", "-seed -2147483648", "-beamsize -1", "-Xbeam -5",
-    "-mosaic_domains 100000 -mosaic 1", "-osc 10 -phistep 0.0001",
-])
+# Edge values nanoBragg accepts, and the variables they set (nanoBragg's units: m, rad;
+# seeds stored negated; -detector_abs inf or 0 turns absorption off).
+EDGE_VALUES = {
+    "-N 0": dict(Na=0.0, Nb=0.0, Nc=0.0),
+    "-oversample 0": dict(oversample=0),
+    "-phisteps 0": dict(phisteps=0),
+    "-mosaic_domains 0": dict(mosaic_domains=0),
+    "-detpixels 0 -detsize 10": dict(fpixels=0, spixels=0, detsize_f=0.01, detsize_s=0.01),
+    "-detector_abs inf": dict(detector_mu=0.0, detector_thick=0.0),
+    "-detector_abs 0": dict(detector_mu=0.0, detector_thick=0.0),
+    "-polar -1": dict(polarization=-1.0, nopolar=False),
+    "-mosaic 0": dict(mosaic_spread=0.0),
+    "-cell 100 100 100 0 0 0": dict(user_cell=True, cell=[100.0, 100.0, 100.0, 0.0, 0.0, 0.0]),
+    "-odet_vector 0 0 0": dict(convention="custom", odet_vector=[0.0, 0.0, 0.0]),
+    "-roi -1 -1 -1 -1": dict(roi=[-1, -1, -1, -1]),
+    "-seed -2147483648": dict(seed=2147483648),
+    "-beamsize -1": dict(beamsize=-0.001),
+    "-Xbeam -5": dict(Xbeam=-0.005, pivot="beam"),
+    "-mosaic_domains 100000 -mosaic 1": dict(mosaic_domains=100000, mosaic_spread=math.pi / 180),
+    "-osc 10 -phistep 0.0001": dict(osc=10 * math.pi / 180, phistep=0.0001 * math.pi / 180),
+}
+
+
+@pytest.mark.parametrize("args", sorted(EDGE_VALUES))
 def test_edge_values_nanobragg_accepts_are_accepted(args):
-    cflags.parse(args.split())
+    st = cflags.parse(args.split())
+    for field, expected in EDGE_VALUES[args].items():
+        got = getattr(st, field)
+        if isinstance(expected, float):
+            assert got == pytest.approx(expected, rel=1e-15, abs=0), (field, got)
+        else:
+            assert got == expected, (field, got)
+    assert st.given == {a for a in args.split() if a.startswith("-") and not a[1:2].isdigit()}
 
 
 def test_every_numeric_option_has_a_range():
@@ -202,13 +231,39 @@ NANOBRAGG_OPTIONS = """
 """.split()
 
 
+def _differs(a, b):
+    return not (a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)))
+
+
+# Options whose given value is nanoBragg's default already, as the test below sets them.
+SETS_A_DEFAULT = {"-mosflm", "-pivot", "-progress", "-round_div", "-square_xtal"}
+
+
 def test_every_nanobragg_option_is_known():
+    """Each option, with values of its kind (file names, 'beam', numbers), is recognised
+    and changes the variable it names."""
     assert set(NANOBRAGG_OPTIONS) <= set(cflags.OPTION_NAMES) | {"-sample_density", "-molecular_weight"}
+    kinds = {name: rule.kinds for rule in cflags._RULES for name in rule.names}
+    kinds.update({"-cell": "ffffff", "-misset": "fff", "-mask": "s", "-img": "s", "-sample_density": "f",
+                  "-molecular_weight": "f"})
+    default = dataclasses.asdict(cflags.CSettings())
     for name in NANOBRAGG_OPTIONS:
-        try:
-            cflags.parse([name] + ["1"] * 8)
-        except InputError as error:
-            assert "unknown option" not in str(error), name
+        kind = kinds[name]
+        if name == "-pivot":
+            values = ["beam"]
+        elif name in ("-cell",):
+            values = ["50", "60", "70", "80", "85", "95"]
+        elif kind == "-":
+            values = ["-nonoise"]          # -curved_det needs a following argument
+        else:
+            values = {"f": "0.5", "i": "3", "s": "x.file", "a": "7"}
+            values = [values[k] for k in kind]
+        st = cflags.parse([name] + values)
+        assert name in st.given or name in ("-mask", "-img"), name   # those two are read before the scan
+        changed = {k for k, v in dataclasses.asdict(st).items() if k not in ("given", "notes") and _differs(v, default[k])}
+        if name in SETS_A_DEFAULT:
+            continue
+        assert changed, name
 
 
 # --------------------------------------------------------------------------- header values

@@ -72,13 +72,22 @@ def replace(args, flag, *values):
     return args[:i] + [flag, *values] + args[i + 1 + n:]
 
 
-def test_bad_inputs_cover_the_issue_list():
-    """The issue's acceptance list: each of these is in the table above."""
-    for case in ("missing hkl file", "malformed hkl file", "missing mat file", "malformed mat file", "missing img",
-                 "missing mask", "malformed mask", "missing sourcefile", "malformed sourcefile",
-                 "flag without value", "non-numeric value", "negative pixel count", "zero wavelength",
-                 "roi xmin > xmax", "incomplete cell"):
-        assert case in BAD_INPUTS
+ISSUE_CASES = ("missing hkl file", "malformed hkl file", "missing mat file", "malformed mat file", "missing img",
+               "missing mask", "malformed mask", "missing sourcefile", "malformed sourcefile", "flag without value",
+               "non-numeric value", "negative pixel count", "zero wavelength", "roi xmin > xmax", "incomplete cell")
+
+
+def test_good_runs_and_each_issue_case_breaks_it(in_inputs_dir, capsys):
+    """The bad-input cases are GOOD with one thing broken: GOOD itself renders (so each
+    case below fails because of what it changes), and every case of the issue's
+    acceptance list is one of them (run by the next test)."""
+    code, out, err = run(GOOD, capsys)
+    assert code == 0 and "writing floatimage.bin" in out, err
+    image = np.fromfile(in_inputs_dir / "floatimage.bin", np.float32)
+    assert image.size == 32 * 32 and image.max() > 0
+    for case in ISSUE_CASES:
+        args, named = BAD_INPUTS[case]
+        assert args != GOOD and named, case
 
 
 BAD_INPUTS = {
@@ -114,6 +123,7 @@ BAD_INPUTS = {
     "infinite value": (GOOD + ["-Xbeam", "inf"], "-Xbeam"),
     "roi outside the detector": (GOOD + ["-roi", "40", "50", "0", "10"], "-roi"),
     "zero beam vector": (GOOD + ["-beam_vector", "0", "0", "0"], "-beam_vector"),
+    "beam along the detector plane": (GOOD + ["-beam_vector", "0", "0", "1"], "-beam_vector"),  # found by fuzzing
     "cell angle 180": (replace(GOOD, "-cell", "100", "100", "100", "180", "90", "90"), "-cell"),
     "negative cell length": (replace(GOOD, "-cell", "-100", "100", "100", "90", "90", "90"), "-cell"),
     "huge detector": (replace(GOOD, "-detpixels", "100000"), "-detpixels"),
@@ -256,12 +266,27 @@ def test_unwritable_fdump_is_a_warning_as_in_nanobragg(in_inputs_dir, capsys):
 
 def test_render_through_the_cache_gives_the_same_image(in_inputs_dir, capsys, monkeypatch, tmp_path):
     """With the compilation cache on, the render goes through nbjax.aot's exported renderer."""
+    from nbjax import engine
+
     code, _, _ = run(GOOD, capsys)
+    assert code == 0
     plain = np.fromfile(in_inputs_dir / "floatimage.bin", np.float32)
-    monkeypatch.setenv("NBJAX_CACHE_DIR", str(tmp_path / "cache"))
-    for _ in range(2):  # the first run stores the exported renderer, the second reads it
-        assert cli.main(GOOD) == 0
-        np.testing.assert_array_equal(np.fromfile(in_inputs_dir / "floatimage.bin", np.float32), plain)
+    assert plain.max() > 0
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NBJAX_CACHE_DIR", str(cache))
+    # the first run stores the exported renderer ...
+    assert cli.main(GOOD) == 0
+    np.testing.assert_array_equal(np.fromfile(in_inputs_dir / "floatimage.bin", np.float32), plain)
+    assert len(list(cache.glob("nbjax-render-*.jaxexport"))) == 1
+    (in_inputs_dir / "floatimage.bin").unlink()
+    # ... the second reads it: without the traced renderer it still renders the same image
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("the cached renderer was not used")
+
+    monkeypatch.setattr(engine, "render", no_tracing)
+    assert cli.main(GOOD) == 0
+    np.testing.assert_array_equal(np.fromfile(in_inputs_dir / "floatimage.bin", np.float32), plain)
     capsys.readouterr()
 
 

@@ -23,7 +23,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import INPUTS
@@ -129,16 +129,37 @@ GROUPS = [["-hkl", "tiny.hkl"], ["-cell", "50", "50", "50", "90", "90", "90"], [
 BASE = [word for group in GROUPS for word in group]
 
 
-def _only_input_errors(call, *args):
+def _outcome(call, *args):
+    """"accepted", or "refused" for a one-line InputError (anything else propagates)."""
     try:
         call(*args)
     except InputError as error:
         message = str(error)
         assert message and "\n" not in message
-        event("refused")
-    else:
-        event("accepted")
-    # anything else propagates and fails the test
+        return "refused"
+    return "accepted"
+
+
+def _only_input_errors(call, *args, expect=None):
+    """Run ``call``: it may succeed or raise a one-line InputError (anything else fails).
+    ``expect`` ("accepted" or "refused") pins the outcome where it is known."""
+    outcome = _outcome(call, *args)
+    event(outcome)
+    assert expect is None or outcome == expect, (expect, args)
+
+
+def test_base_renders_on_its_own(fuzz_dir, monkeypatch):
+    """The valid experiment the set-up fuzzing starts from builds and renders spots,
+    and each of its groups matters: leaving out -hkl or -cell is refused."""
+    from nbjax import engine
+
+    monkeypatch.chdir(fuzz_dir)
+    exp = experiment.build(BASE, now=0.0)
+    image = np.asarray(engine.render(exp.scene, exp.config).image)
+    assert image.shape == (8, 8) and image.max() > 0 and np.all(np.isfinite(image))
+    for left_out in (0, 1):   # no structure factors; no cell
+        argv = [word for k, group in enumerate(GROUPS) if k != left_out for word in group]
+        assert _outcome(lambda a: experiment.build(a, now=0.0), argv) == "refused", left_out
 
 
 @settings(FAST, max_examples=600)
@@ -185,6 +206,8 @@ def test_compare_options_raise_only_input_errors(argv):
 
 @settings(FAST, max_examples=200)
 @given(extra=options_lists, drop=st.integers(0, 3 * len(GROUPS)))
+@example(extra=[], drop=len(GROUPS))              # BASE itself: accepted
+@example(extra=["-lambda", "0"], drop=len(GROUPS))   # refused
 def test_setup_raises_only_input_errors(extra, drop, fuzz_dir, monkeypatch):
     """A valid tiny experiment with generated options added (and sometimes one of its own left out).
 
@@ -193,7 +216,9 @@ def test_setup_raises_only_input_errors(extra, drop, fuzz_dir, monkeypatch):
     """
     monkeypatch.chdir(fuzz_dir)
     argv = [word for k, group in enumerate(GROUPS) if k != drop for word in group] + extra
-    _only_input_errors(lambda a: experiment.build(a, now=0.0), argv)
+    # nothing added and nothing left out: BASE itself, which must build
+    expect = "accepted" if not extra and drop >= len(GROUPS) else None
+    _only_input_errors(lambda a: experiment.build(a, now=0.0), argv, expect=expect)
 
 
 @settings(FAST, max_examples=50)

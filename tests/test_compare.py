@@ -181,5 +181,8 @@ def test_compare_png(images, capsys, tmp_path):
 
     code, out, _ = run(["a.img", "b.bin", "--png", "cmp.png"], capsys)
     assert code == 0 and "pearson_r" in out
+    from test_pictures import assert_comparison_draws
+
     pixels = mpimg.imread(tmp_path / "cmp.png")
-    assert pixels.shape[:2] == pictures.COMPARISON_SIZE[::-1] and pixels[..., :3].var() > 0
+    assert pixels.shape[:2] == pictures.COMPARISON_SIZE[::-1]
+    assert_comparison_draws(tmp_path / "cmp.png", images, 2 * images)  # a.img holds a, b.bin 2a

@@ -9,11 +9,20 @@ first pixels are at low resolution and later ones run off the table
 (``small.hkl`` spans -12..12).  For this command nbjax's c-parity image was
 checked against nanoBragg.c (built by hand under /tmp, single thread):
 bit-identical float32 pixels, for block sizes 64, 5 and 1.
+
+The golden case ``p52_interpolate_switch_off`` stores such an image from
+nanoBragg.c itself (both builds give the same, single thread): beam centre
+near the first row, the switch at pixel 6815 of 9216 (row 70).  It is rendered
+with the other golden cases (STRICT, bit-identical); the test here checks that
+the case really holds the switch-off.
 """
+
+import re
 
 import numpy as np
 import pytest
 
+from conftest import case_args, case_dir, reference_image
 from nbjax import engine, experiment
 
 ARGS = ("-hkl small.hkl -cell 40 40 40 90 90 90 -misset 3 7 11 -lambda 1.0 -N 2 -detpixels 64 "
@@ -59,3 +68,34 @@ def test_tricubic_reproduces_a_cubic_table():
     oob = structure_factors.interpolation_out_of_range(
         *(jnp.asarray(x) for x in ([3.5, 2.9], [0.0, 0.0], [0.0, 0.0])), (-5, -4, -6), (5, 4, 6))
     assert list(np.asarray(oob)) == [True, False]
+
+
+def test_golden_switch_off_case_switches_mid_image(in_inputs_dir):
+    """p52: nanoBragg warned, at the h,k,l nbjax finds, and its image is tricubic
+    before the switch and nearest-reflection after it, the switch well inside.
+    (Both oracles gave the same image; test_golden_cases renders it in both modes.)"""
+    name, mode = "p52_interpolate_switch_off", "c"
+    np.testing.assert_array_equal(reference_image(name, "c"), reference_image(name, "spec"))
+    stdout = (case_dir(name, mode) / "stdout.txt").read_text()
+    warned = re.search(r"out of range for three point interpolation: h,k,l,h0,k0,l0: (\S+)", stdout)
+    assert warned, "the golden case has no switch-off"
+    modes = {} if mode == "spec" else dict(accumulation="c-parity", phi_carryover="c-parity")
+    exp = experiment.build(case_args(name), **modes)
+    result = engine.render(exp.scene, exp.config, None)
+    off_at = np.asarray(result.interpolation_off_at)
+    assert off_at[0] == 1
+    assert ",".join("%g" % x for x in off_at[1:4]) + "," + ",".join("%d" % x for x in off_at[4:]) == \
+        warned.group(1).rstrip(",")
+    reference = reference_image(name, mode)
+    image = np.asarray(result.image, np.float32).ravel()
+    np.testing.assert_array_equal(image, reference)
+    # the C image against renders that interpolate everywhere / never
+    everywhere = experiment.build(case_args(name), interpolation_fallback="point", **modes)
+    everywhere = np.asarray(engine.render(everywhere.scene, everywhere.config, None).image, np.float32).ravel()
+    nearest = experiment.build([a for a in case_args(name) if a != "-interpolate"] + ["-nointerpolate"], **modes)
+    nearest = np.asarray(engine.render(nearest.scene, nearest.config, None).image, np.float32).ravel()
+    switch = int(np.argmax(reference != everywhere))
+    assert 0.5 * reference.size < switch < 0.9 * reference.size, switch
+    np.testing.assert_array_equal(reference[:switch], everywhere[:switch])
+    np.testing.assert_array_equal(reference[switch + 1:], nearest[switch + 1:])
+    assert np.sum(reference[:switch] != nearest[:switch]) > 1000   # interpolation mattered before the switch

@@ -4,6 +4,9 @@ Each reader gets random bytes, random text made of the characters its format
 uses, and damaged versions of valid files (truncated, with bytes flipped or
 inserted).  A reader may accept the file or raise InputError; any other
 exception is a bug.
+
+Example counts: 200 per test, 8 tests: 1,600 generated inputs.  The Hypothesis
+profile (tests/conftest.py) makes them the same on every CI run.
 """
 
 from __future__ import annotations

@@ -31,9 +31,18 @@ def test_sincg_at_nodes_and_for_single_cells():
     h = jnp.asarray([0.0, 3.0, -7.0, 2.5, 0.3])
     np.testing.assert_array_equal(np.asarray(lattice.sincg(h, jnp.asarray(10.0)))[:3], [10.0, 10.0, 10.0])
     np.testing.assert_array_equal(np.abs(np.asarray(lattice.sincg(h, jnp.asarray(1.0)))), np.ones(5))
-    # gradient at an integer h is finite (double-where guard)
-    grad = jax.grad(lambda x: lattice.sincg(x, jnp.asarray(10.0)) ** 2)(jnp.asarray(3.0))
-    assert np.isfinite(float(grad))
+    # the gradient at a node (integer h, the maximum |sincg| = N) is exactly 0, not NaN
+    # (double-where guard) ...
+    grad_sq = jax.grad(lambda x: lattice.sincg(x, jnp.asarray(10.0)) ** 2)
+    for node in (0.0, 3.0, -7.0):
+        assert float(grad_sq(jnp.asarray(node))) == 0.0, node
+    # ... and elsewhere the derivative of (sin(pi N h) / sin(pi h))^2, in extended precision
+    pi = np.longdouble("3.14159265358979323846264338327950288")
+    for h in (3.001, -7.02, 0.37, 1.234):
+        x = np.longdouble(h)
+        f = np.sin(pi * 10 * x) / np.sin(pi * x)
+        df = pi * (10 * np.cos(pi * 10 * x) * np.sin(pi * x) - np.sin(pi * 10 * x) * np.cos(pi * x)) / np.sin(pi * x) ** 2
+        assert float(grad_sq(jnp.asarray(h))) == pytest.approx(float(2 * f * df), rel=1e-9), h
 
 
 def test_sin_pi_polynomial():
@@ -162,11 +171,70 @@ def test_water_background_formula(in_inputs_dir):
 
 
 def test_dmin_cuts_high_resolution(in_inputs_dir):
-    # corner resolution here is about 73 A, the centre's is infinite
-    image, _ = render(BASE + ["-dmin", "90"])
+    """-dmin 90 drops exactly the pixels whose resolution d = lambda / (2 sin theta) at the
+    pixel centre (one sub-pixel, one source) is finer than 90 A; the rest are untouched."""
+    image, exp = render(BASE + ["-dmin", "90"])
     full, _ = render(BASE)
-    cut = image == 0
-    assert cut.any() and (~cut).any()
-    np.testing.assert_array_equal(image[~cut], full[~cut])
-    # the cut pixels are the far ones: at the corner, resolution is highest
-    assert cut[0, 0] and not cut[24, 24]
+    scene = exp.scene
+    slow, fast = np.indices(image.shape)
+    pixel = 0.25e-3
+    pos = (np.asarray(scene.pix0_m)[None, None, :] + ((fast + 0.5) * pixel)[..., None] * np.asarray(scene.fdet)
+           + ((slow + 0.5) * pixel)[..., None] * np.asarray(scene.sdet))
+    cos_2theta = pos @ np.asarray(scene.beam) / np.linalg.norm(pos, axis=-1)   # beam: direction of travel
+    sin_theta = np.sqrt((1 - cos_2theta) / 2)
+    with np.errstate(divide="ignore"):
+        resolution = 6.2 / (2 * sin_theta)   # A
+    expected_cut = resolution < 90.0
+    assert expected_cut.sum() > 100 and (~expected_cut).sum() > 100   # both kinds present (corner ~73 A)
+    assert np.all(full > 0)
+    np.testing.assert_array_equal(image == 0, expected_cut)
+    np.testing.assert_array_equal(image[~expected_cut], full[~expected_cut])
+
+
+def test_each_pixel_gets_the_F_of_its_nearest_reflection(in_inputs_dir):
+    """With one (sub-pixel, source, phi, domain) step per pixel, the image with an HKL
+    table over the image with F = 1 everywhere is F(h0, k0, l0)^2, the reflection
+    nearest the pixel's fractional h, k, l -- computed here from the geometry alone
+    (pixel centre, unit diffracted ray, q = (d - i) / lambda, h = a . q)."""
+    hkl = np.array([(h, k, l) for h in range(-12, 13) for k in range(-12, 13) for l in range(-12, 13)])
+    F = 1.0 + (hkl[:, 0] + 12) + 25.0 * (hkl[:, 1] + 12) + 625.0 * (hkl[:, 2] + 12)   # every F different
+    with open("distinct.hkl", "w") as handle:
+        for (h, k, l), f in zip(hkl, F):
+            handle.write(f"{h} {k} {l} {f:g}\n")
+    common = ("-cell 30 30 30 90 90 90 -misset 3 7 11 -lambda 1 -N 3 -detpixels 48 -pixel 0.5 -distance 60 "
+              "-oversample 1 -nonoise -nointerpolate").split()
+    image, exp = render(common + ["-hkl", "distinct.hkl"])
+    ones, _ = render(common + ["-default_F", "1"])
+    scene = exp.scene
+    slow, fast = np.indices(image.shape)
+    pixel = 0.5e-3
+    pos = (np.asarray(scene.pix0_m)[None, None, :] + ((fast + 0.5) * pixel)[..., None] * np.asarray(scene.fdet)
+           + ((slow + 0.5) * pixel)[..., None] * np.asarray(scene.sdet))
+    d = pos / np.linalg.norm(pos, axis=-1, keepdims=True)
+    q = (d - np.asarray(scene.incident)[0]) / float(np.asarray(scene.wavelength_m)[0])
+    frac = q @ np.asarray(scene.cell_m).T                      # h, k, l per pixel
+    nearest = np.floor(frac + 0.5).astype(int)
+    assert np.abs(nearest).max() <= 12
+    expected = (1.0 + (nearest[..., 0] + 12) + 25.0 * (nearest[..., 1] + 12) + 625.0 * (nearest[..., 2] + 12)) ** 2
+    lit = ones > 1e-12 * ones.max()
+    assert lit.mean() > 0.5
+    assert len(np.unique(nearest[lit], axis=0)) > 20                      # many reflections, h != k among them
+    np.testing.assert_allclose(image[lit] / ones[lit], expected[lit], rtol=1e-9)
+
+
+def test_pixel_solid_angle_over_the_point_pixel_one(in_inputs_dir):
+    """A pixel's solid angle is pixel^2 * close_distance / r^3; -point_pixel uses 1/r^2.
+    All else equal, the two images differ by pixel^2 * close_distance / r per pixel."""
+    common = ("-default_F 100 -cell 100 100 100 90 90 90 -lambda 6.2 -N 5 -detpixels 32 -pixel 0.25 "
+              "-distance 40 -detector_roty 20 -oversample 1 -nonoise").split()
+    image, exp = render(common)
+    point, _ = render(common + ["-point_pixel"])
+    scene = exp.scene
+    slow, fast = np.indices(image.shape)
+    pixel = 0.25e-3
+    pos = (np.asarray(scene.pix0_m)[None, None, :] + ((fast + 0.5) * pixel)[..., None] * np.asarray(scene.fdet)
+           + ((slow + 0.5) * pixel)[..., None] * np.asarray(scene.sdet))
+    r = np.linalg.norm(pos, axis=-1)
+    close = float(np.dot(np.asarray(scene.pix0_m), np.asarray(scene.odet)))   # sample to detector plane
+    assert close == pytest.approx(float(scene.close_distance_m), rel=1e-12) and abs(close - 0.040) > 1e-4  # tilted
+    np.testing.assert_allclose(image / point, pixel * pixel * close / r, rtol=1e-12)

@@ -87,10 +87,24 @@ def test_state_copy_is_independent():
 
 
 def test_fresh_statics():
+    """Fresh statics are a fresh C process's: a *positive* seed still loads the shuffle
+    table (iy = 0 forces it), as C does.  C values (instrumented build): ran1 with
+    idum = 5 in a fresh process gives 0.415999353, 0.091964893, 0.75641048 and leaves
+    idum = 1551901393, iy = 1624379149; with idum = -5 it gives 0.172860548,
+    0.680409431, 0.917078257, 0.91751039, 0.766779184 and idum = 553176484,
+    iy = 1646645739."""
     st = CStatics()
     assert st.iy == 0 and not st.iv.any()
     assert st.poidev_oldm == np.float32(-1.0)
     assert st.gaussdev_spare is None
+    state = Ran1State(5, st)
+    got = [ran1(state) for _ in range(3)]
+    np.testing.assert_array_equal(np.array(got, np.float32), np.array([0.415999353, 0.091964893, 0.75641048], np.float32))
+    assert state.idum == 1551901393 and st.iy == 1624379149 and st.iv.all()
+    state = Ran1State(-5)
+    np.testing.assert_array_equal(ran1(state, 5), np.array([0.172860548, 0.680409431, 0.917078257, 0.91751039,
+                                                            0.766779184], np.float32))
+    assert state.idum == 553176484 and state.shared.iy == 1646645739
     with pytest.raises(ValueError):
         CStatics(np.zeros(3, np.int64), np.zeros(5, np.float32))
 
@@ -98,14 +112,31 @@ def test_fresh_statics():
 def test_seed_range():
     with pytest.raises(ValueError):
         ran1(Ran1State(-(2**40)))
-    ran1(Ran1State(-(2**31)))   # -seed -2147483648 wraps to this in C
-    ran1(Ran1State(2**31))
+    # -seed -2147483648 wraps to -2**31 in C; C's ran1 then starts from 2**31, which the
+    # generator's modulus 2**31 - 1 reduces to 1 -- the stream of any positive seed
+    # (C, instrumented build: 0.415999353 0.091964893 0.75641048 0.52970022
+    # 0.930436492, then idum = 1399125485, iy = 1998097157).
+    expected = np.array([0.415999353, 0.091964893, 0.75641048, 0.52970022, 0.930436492], np.float32)
+    for seed in (-(2**31), 2**31):
+        state = Ran1State(seed)
+        np.testing.assert_array_equal(ran1(state, 5), expected)
+        assert state.idum == 1399125485 and state.shared.iy == 1998097157
+
+
+# C's powf(x, 1.0/3.0) (glibc 2.36, x86-64), as bit patterns: x -> result.  The first two
+# differ from pow in double rounded to float; the third from x**(1/3) with the exponent
+# kept in double.
+POWF_ONE_THIRD = {0x3ED50190: 0x3F3F1BD9, 0x3F152B4D: 0x3F55D282, 0x3727C5AC: 0x3CB07DC4,
+                  0x3F400000: 0x3F689768}
 
 
 def test_powf_is_single_precision():
-    r = powf(np.float32(0.75), np.float32(1.0 / 3.0))
-    assert isinstance(r, np.float32)
-    assert abs(float(r) - 0.75 ** (1 / 3)) < 1e-7
+    third = np.float32(1.0 / 3.0)
+    for x_bits, r_bits in POWF_ONE_THIRD.items():
+        x = np.array([x_bits], np.uint32).view(np.float32)[0]
+        r = powf(x, third)
+        assert isinstance(r, np.float32)
+        assert int(np.array([r], np.float32).view(np.uint32)[0]) == r_bits, hex(x_bits)
 
 
 # -mosaic 1.0 -mosaic_domains 6 -mosaic_seed 12345: domains 1..3

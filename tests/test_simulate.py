@@ -14,6 +14,7 @@ from nbjax import engine
 from nbjax import groups as G
 from nbjax import params as P
 from nbjax.constants import RTD
+from nbjax.errors import InputError
 from nbjax.physics import rng
 
 # Measured over all 51 golden cases in both modes: max |simulate - render| / max(render)
@@ -78,7 +79,7 @@ SMALL = ("-hkl small.hkl -cell 78 84 92 88 93 91 -misset 4 -7 11 -lambda 1.2 -N 
 
 
 def test_new_parameter_values_do_not_recompile(in_inputs_dir):
-    model = P.from_args(SMALL)
+    model = P.from_args(SMALL + ["-detpixels", "31"])  # a configuration no other test compiles
     params, config = model.params, model.config
     compiled = []
 
@@ -89,6 +90,7 @@ def test_new_parameter_values_do_not_recompile(in_inputs_dir):
     jax.monitoring.register_event_duration_secs_listener(count)
     try:
         first = P.simulate(params, config).block_until_ready()
+        assert compiled, "the first call did not compile (or the compile event is no longer emitted)"
         # new values made on the host first (eager jnp arithmetic compiles its own small kernels)
         moved = params.replace(**{
             "crystal.misset_deg": jnp.asarray(np.asarray(params.crystal.misset_deg) + 0.2),
@@ -134,7 +136,7 @@ def test_groups_and_replace(in_inputs_dir):
     np.testing.assert_allclose(np.asarray(G.get_group(params, "beam_center", config)), [6.5, 6.1])
     moved = G.set_group(params, "distance", config, jnp.asarray([123.0]))
     assert float(moved.detector.distance_mm) == 123.0 and float(params.detector.distance_mm) == 110.0
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="--refine: unknown group 'nonsense'"):
         G.get_group(params, "nonsense", config)
     assert hash(config) == hash(dataclasses.replace(config))
 
@@ -161,17 +163,35 @@ def test_matrix_crystal_as_cell_constants(in_inputs_dir):
     assert np.max(np.abs(a - b)) <= 1e-9 * a.max()
 
 
+def _rodrigues(vector_deg):
+    """Rotation matrix of a rotation vector (axis times angle, degrees), by the Rodrigues formula."""
+    v = np.asarray(vector_deg, float) / RTD
+    angle = np.linalg.norm(v)
+    k = v / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
 def test_rotation_vector_zero_is_identity_and_composes(in_inputs_dir):
     model = P.from_args(SMALL)
     params, config = model.params, model.config
+    assert np.array_equal(np.asarray(params.crystal.rotation_deg), np.zeros(3))  # the default: no extra rotation
     base = P.lattice_vectors(params, config)
-    frame = P.lattice_vectors(params.replace(**{"crystal.rotation_deg": jnp.zeros(3)}), config)
-    np.testing.assert_array_equal(np.asarray(base.real_A), np.asarray(frame.real_A))
+    real0, recip0 = np.asarray(base.real_A), np.asarray(base.reciprocal_A)
+    # a full turn is the identity
+    turned = P.lattice_vectors(params.replace(**{"crystal.rotation_deg": jnp.asarray([0.0, 0.0, 360.0])}), config)
+    np.testing.assert_allclose(np.asarray(turned.real_A), real0, atol=1e-12)
     # 90 degrees about lab z maps x to y
     turned = P.lattice_vectors(params.replace(**{"crystal.rotation_deg": jnp.asarray([0.0, 0.0, 90.0])}), config)
-    a0, a1 = np.asarray(base.real_A[0]), np.asarray(turned.real_A[0])
+    a0, a1 = real0[0], np.asarray(turned.real_A[0])
     np.testing.assert_allclose(a1, [-a0[1], a0[0], a0[2]], atol=1e-12)
     assert math.isclose(np.linalg.norm(a1), np.linalg.norm(a0), rel_tol=1e-14)
+    # any rotation vector: the lab-frame rotation of the misset lattice (Rodrigues), real and reciprocal
+    vector = [3.0, -17.0, 40.0]
+    turned = P.lattice_vectors(params.replace(**{"crystal.rotation_deg": jnp.asarray(vector)}), config)
+    R = _rodrigues(vector)
+    np.testing.assert_allclose(np.asarray(turned.real_A), real0 @ R.T, atol=1e-12 * np.abs(real0).max())
+    np.testing.assert_allclose(np.asarray(turned.reciprocal_A), recip0 @ R.T, atol=1e-12 * np.abs(recip0).max())
 
 
 def test_replace_with_python_numbers_keeps_dtypes_and_does_not_recompile(in_inputs_dir):

@@ -80,15 +80,20 @@ def sincg_parts(h, n):
     """Numerator and denominator of ``sin(π n h) / sin(π h)`` (up to sign).
 
     Exact argument reduction: ``h = h0 + δ``, ``n δ = m + t`` with
-    ``|δ|, |t| ≤ 1/2``; returns ``(sin π t, sin π δ)``, or ``(n, 1)`` at a node
-    (``δ = 0``).  An axis with ``n <= 1`` contributes a factor 1, as in
-    nanoBragg (for n = 1 the two parts are equal).
+    ``|δ|, |t| ≤ 1/2``; returns ``(sin π t, sin π δ)``, or ``(n, 1)`` at a node.
+    A node is ``|δ|`` below the cube root of the dtype's smallest normal number
+    (2.3e-13 in float32, 2.8e-103 in float64): there the ratio differs from
+    ``n`` by less than a rounding error, and :func:`lattice_factor` multiplies
+    three denominators before its one division, which must not underflow to 0
+    (a pixel exactly on the direct beam gave 0/0 in float32).  An axis with
+    ``n <= 1`` contributes a factor 1, as in nanoBragg (for n = 1 the two parts
+    are equal).
     """
     n = jnp.where(n > 1, n, 1.0)
     delta = h - nearest_index(h)  # exact, |delta| <= 1/2
     n_delta = n * delta
     t = n_delta - nearest_index(n_delta)  # |t| <= 1/2
-    at_node = delta == 0
+    at_node = jnp.abs(delta) < float(jnp.finfo(delta.dtype).tiny) ** (1.0 / 3.0)
     return jnp.where(at_node, n, sin_pi(t)), jnp.where(at_node, 1.0, sin_pi(delta))
 
 
