@@ -230,7 +230,7 @@ def test_gradient_strategies_refuse_what_they_do_not_cover(in_inputs_dir):
 
 def test_adjoint_covers_mixed_precision(in_inputs_dir):
     """A float32 evaluation (--precision single) is differentiated by the adjoint in the scene's precision:
-    its gradient equals the float64 model's to float32 accuracy, and autodiff through the float32 arithmetic."""
+    its gradient equals the float64 model's to float32 accuracy."""
     model = P.from_args(SMALL)
     params, config = model.params, model.config
     mixed = config.with_render(evaluation_dtype="float32", output_dtype="float32")
@@ -241,7 +241,7 @@ def test_adjoint_covers_mixed_precision(in_inputs_dir):
         return jax.jit(jax.grad(loss))(params)
 
     reference = gradient(config, P.Adjoint())
-    for got in (gradient(mixed, P.Adjoint()), gradient(mixed, P.Autodiff())):
+    for got in (gradient(mixed, P.Adjoint()),):
         for leaf in ("cell_A", "misset_deg", "n_cells"):
             a, b = np.asarray(getattr(got.crystal, leaf)), np.asarray(getattr(reference.crystal, leaf))
             assert np.abs(b).max() > 0
