@@ -53,16 +53,24 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+#: submodules reachable as attributes (``nbjax.sharding.render_sharded``) without importing them first
+_SUBMODULES = ("batch", "compare", "engine", "experiment", "fit", "geometry", "groups", "io", "params", "physics",
+               "products", "sharding")
+
+
 def __getattr__(name):
-    if name in _EXPORTS:
+    if name in _EXPORTS or name in _SUBMODULES:
         import importlib
 
-        module, attr = _EXPORTS[name]
-        value = getattr(importlib.import_module(module), attr)
+        if name in _SUBMODULES:
+            value = importlib.import_module(f"nbjax.{name}")
+        else:
+            module, attr = _EXPORTS[name]
+            value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'nbjax' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+    return sorted(list(globals()) + list(_EXPORTS) + list(_SUBMODULES))

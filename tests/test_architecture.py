@@ -132,3 +132,15 @@ def test_cycle_finder_finds_a_circle():
 
 def test_no_import_circles():
     assert _cycles(import_graph()) == []
+
+
+def test_submodules_are_attributes_of_the_package():
+    """``import nbjax; nbjax.sharding.render_sharded`` works without importing the module first (as the docs use it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nbjax\n"
+            "assert 'nbjax.sharding' not in sys.modules\n"
+            "print(nbjax.sharding.render_sharded.__name__, nbjax.groups.GROUPS[0], nbjax.batch.render_series.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["render_sharded", "cell", "render_series"]
