@@ -222,10 +222,6 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
     nexus_path = options.get("--nexus")
     if nexus_path is not None:
         OutputSet.check(nexus_path, "--nexus")
-        try:
-            import h5py  # noqa: F401
-        except ImportError:
-            raise InputError("--nexus: NeXus output needs h5py: pip install 'nbjax[nexus]'") from None
 
     # ---- every job set up and checked before anything renders ----------------------
     jobs, line_options, errors = _line_options(jobs, source)

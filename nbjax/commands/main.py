@@ -171,7 +171,7 @@ def _main(argv) -> int:
         return 1
     except BrokenPipeError:
         # stdout closed outside the render's summary printing (that one carries on)
-        signals._silence(sys.stdout)
+        signals.silence(sys.stdout)
         signals.safe_print("nbjax: stdout was closed before the run finished", file=sys.stderr)
         return 141
     except Exception as error:  # a bug in nbjax, or the machine ran out of something

@@ -183,10 +183,10 @@ def safe_print(*args, file=None, **kwargs):
     try:
         print(*args, file=stream, flush=True, **kwargs)
     except BrokenPipeError:
-        _silence(stream)
+        silence(stream)
 
 
-def _silence(stream):
+def silence(stream):
     """Point ``stream``'s file descriptor at /dev/null, so later writes and the final flush succeed."""
     with contextlib.suppress(Exception):
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -281,7 +281,7 @@ def write_nxmx(path, frames, geometry: DatasetGeometry, *, scan: str | None = No
     except ImportError:
         from nbjax.errors import InputError
 
-        raise InputError("NeXus output needs h5py: pip install 'nbjax[nexus]'") from None
+        raise InputError("NeXus output needs h5py (a dependency of nbjax): pip install h5py") from None
     if geometry.curved_detector:
         raise ValueError("write_nxmx: a curved detector (-curved_det) has no NXmx description")
     if not math.isfinite(geometry.distance_m):

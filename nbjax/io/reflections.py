@@ -123,7 +123,7 @@ def _gemmi(flag: str, path: str):
         import gemmi
     except ImportError:
         raise InputError(
-            f"{flag} {path}: reading MTZ/mmCIF files and models needs gemmi: pip install 'nbjax[fields]'"
+            f"{flag} {path}: reading MTZ/mmCIF files and models needs gemmi (a dependency of nbjax): pip install gemmi"
         ) from None
     return gemmi
 
