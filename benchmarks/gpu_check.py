@@ -18,7 +18,7 @@ machine line of ``benchmarks/run.py``:
 * the supervisor's steady-state render time (best of a few after the
   compiling call), float64 and float32;
 * batch throughput: ``jax.vmap`` of ``engine.render_core`` (what
-  ``nbjax.sharding.render_batch`` runs on each device), jitted once, over a
+  ``nbjax.renderer.sharding.render_batch`` runs on each device), jitted once, over a
   batch of scenes that differ in crystal orientation (``-misset``), in frames
   per second after the compiling call, float64 and float32;
 * gradient cost: ``value_and_grad`` of a Poisson deviance w.r.t. every group
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from nbjax import engine, experiment
+    from nbjax import experiment
+    from nbjax.renderer import engine
     from nbjax import groups as G
     from nbjax import params as P
     from nbjax.compare import metrics

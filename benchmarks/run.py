@@ -90,7 +90,8 @@ import jax.numpy as jnp
 """
 
 CHILD = CHILD_PRELUDE + r"""
-from nbjax import engine, experiment
+from nbjax import experiment
+from nbjax.renderer import engine
 argv, opts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 mode = opts.get("mode", "spec")
 exp = experiment.build(argv, accumulation=mode, phi_carryover=mode,

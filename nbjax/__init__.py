@@ -26,11 +26,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "build": ("nbjax.experiment", "build"),
     "Experiment": ("nbjax.experiment", "Experiment"),
-    "render": ("nbjax.engine", "render"),
-    "render_blocks": ("nbjax.engine", "render_blocks"),
-    "Scene": ("nbjax.engine", "Scene"),
-    "RenderConfig": ("nbjax.engine", "RenderConfig"),
-    "RenderResult": ("nbjax.engine", "RenderResult"),
+    "render": ("nbjax.renderer.engine", "render"),
+    "render_blocks": ("nbjax.renderer.engine", "render_blocks"),
+    "Scene": ("nbjax.renderer.engine", "Scene"),
+    "RenderConfig": ("nbjax.renderer.engine", "RenderConfig"),
+    "RenderResult": ("nbjax.renderer.engine", "RenderResult"),
     "metrics": ("nbjax.compare", "metrics"),
     "Params": ("nbjax.params", "Params"),
     "CrystalParams": ("nbjax.params", "CrystalParams"),
@@ -53,9 +53,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-#: submodules reachable as attributes (``nbjax.sharding.render_sharded``) without importing them first
-_SUBMODULES = ("batch", "compare", "engine", "experiment", "fit", "geometry", "groups", "io", "params", "physics",
-               "products", "sharding")
+#: submodules reachable as attributes (``nbjax.renderer.sharding.render_sharded``) without importing them first
+_SUBMODULES = {name: f"nbjax.{name}" for name in ("batch", "compare", "experiment", "fit", "geometry", "groups",
+                                                  "io", "params", "physics", "products", "renderer")}
+_SUBMODULES.update(engine="nbjax.renderer.engine", sharding="nbjax.renderer.sharding")
 
 
 def __getattr__(name):
@@ -63,7 +64,7 @@ def __getattr__(name):
         import importlib
 
         if name in _SUBMODULES:
-            value = importlib.import_module(f"nbjax.{name}")
+            value = importlib.import_module(_SUBMODULES[name])
         else:
             module, attr = _EXPORTS[name]
             value = getattr(importlib.import_module(module), attr)

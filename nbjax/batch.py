@@ -6,7 +6,7 @@ winning as when nanoBragg reads a flag twice.  Each job is set up exactly as a
 single ``nbjax`` run (:func:`nbjax.experiment.build`), so its image is the one
 that run renders, pixel for pixel.
 
-What is shared.  Jobs whose static :class:`~nbjax.engine.RenderConfig`, array
+What is shared.  Jobs whose static :class:`~nbjax.renderer.engine.RenderConfig`, array
 shapes and mask agree form a *group*: one compiled renderer serves the whole
 group, and the group's scenes are rendered ``batch_size`` at a time with
 ``jax.vmap`` over a leading batch axis (leaves that are equal in every job of a
@@ -19,7 +19,7 @@ pixel counts, step counts, oversampling, input files and anything else in the
 configuration do (including, in ``--c-parity`` mode only, whether a phi step
 is exactly 0, which decides nanoBragg's phi carry-over).  The per-image state nanoBragg carries from
 pixel to pixel (phi carry-over, interpolation switch-off) starts afresh for
-every image of the batch (:func:`nbjax.engine.initial_carry` inside the map).
+every image of the batch (:func:`nbjax.renderer.engine.initial_carry` inside the map).
 Structure-factor files are read once per batch
 (:func:`nbjax.io.hkl.memoized_tables`).
 
@@ -369,7 +369,7 @@ _VMAPPED = {}
 def _vmapped_renderer(cfg, has_mask, axes_leaves, treedef):
     import jax
 
-    from nbjax import engine
+    from nbjax.renderer import engine
 
     key = (cfg, has_mask, axes_leaves, treedef)
     if key not in _VMAPPED:
@@ -395,7 +395,7 @@ def _render_chunk(experiments, batch_size, varies):
     import jax
     import jax.numpy as jnp
 
-    from nbjax import engine
+    from nbjax.renderer import engine
 
     first = experiments[0]
     mask = None if first.mask is None else jnp.asarray(first.mask)

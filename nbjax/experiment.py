@@ -6,8 +6,8 @@ phi, divergence, dispersion, sensor layers and mosaic domains, detector
 placement, the unit cell, crystal size and automatic oversampling, structure
 factors, sources and mosaic domains -- and returns an :class:`Experiment`:
 
-* ``scene`` -- a :class:`nbjax.engine.Scene` (arrays; differentiable inputs),
-* ``config`` -- a :class:`nbjax.engine.RenderConfig` (static sizes and switches),
+* ``scene`` -- a :class:`nbjax.renderer.engine.Scene` (arrays; differentiable inputs),
+* ``config`` -- a :class:`nbjax.renderer.engine.RenderConfig` (static sizes and switches),
 * ``mask`` -- optional (spixels, fpixels) array, 0 = skip the pixel,
 * ``outputs`` -- what to write where (:class:`Outputs`),
 * ``log`` -- the set-up lines nanoBragg prints, and values needed for headers.
@@ -32,7 +32,7 @@ import numpy as np
 
 from nbjax import cflags
 from nbjax.constants import AVOGADRO, R_E_SQR_M2, RTD, WATER_F, WATER_MW_G_PER_MOL
-from nbjax.engine import RenderConfig, Scene, n_steps
+from nbjax.renderer.engine import RenderConfig, Scene, n_steps
 from nbjax.errors import InputError
 from nbjax.geometry import conventions, crystal, detector
 from nbjax.geometry import pixels as pixel_geometry
@@ -621,7 +621,7 @@ def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fa
         warnings.append("NOTE: -coherent has no effect (as in nanoBragg.c)")
     if st.printout or st.printout_pixel is not None:
         raise InputError("-printout/-printout_pixel: per-pixel console dumps are not supported; "
-                         "use the Python API (nbjax.experiment / nbjax.engine) to inspect pixels")
+                         "use the Python API (nbjax.experiment / nbjax.renderer.engine) to inspect pixels")
     if st.stoloutfilename is not None:
         raise InputError("-stolout: nanoBragg.c never writes this file; nbjax does not either")
 

@@ -11,7 +11,7 @@ nanoBragg's summary lines, and only when somebody is watching:
   it is done).
 
 :func:`wanted` makes the first two decisions, :class:`Bar` the last.  A render
-advances the bar once per row block (:func:`nbjax.engine.render_blocks`); a
+advances the bar once per row block (:func:`nbjax.renderer.engine.render_blocks`); a
 fit once per optimisation step.  Without tqdm installed no bar is shown.
 """
 

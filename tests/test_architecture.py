@@ -74,7 +74,7 @@ def _in(name: str, layer) -> bool:
 
 def test_the_graph_is_read():
     graph = import_graph()
-    assert "nbjax.engine" in graph["nbjax.experiment"]
+    assert "nbjax.renderer.engine" in graph["nbjax.experiment"]
     assert "nbjax.commands.render" in graph["nbjax.commands.main"]  # a lazy import counts
     assert "nbjax.io.matrix" in graph["nbjax.experiment"]  # "from nbjax.io import matrix as matrix_io"
 
@@ -135,12 +135,48 @@ def test_no_import_circles():
 
 
 def test_submodules_are_attributes_of_the_package():
-    """``import nbjax; nbjax.sharding.render_sharded`` works without importing the module first (as the docs use it)."""
+    """``import nbjax; nbjax.renderer.sharding.render_sharded`` works without importing the module first (as the docs use it)."""
     import subprocess
     import sys
 
     code = ("import sys, nbjax\n"
-            "assert 'nbjax.sharding' not in sys.modules\n"
-            "print(nbjax.sharding.render_sharded.__name__, nbjax.groups.GROUPS[0], nbjax.batch.render_series.__name__)")
+            "assert 'nbjax.renderer.sharding' not in sys.modules\n"
+            "print(nbjax.renderer.sharding.render_sharded.__name__, nbjax.sharding.render_batch.__name__,"
+            " nbjax.groups.GROUPS[0], nbjax.batch.render_series.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["render_sharded", "cell", "render_series"]
+    assert out == ["render_sharded", "render_batch", "cell", "render_series"]
+
+
+RENDERER = "nbjax.renderer"
+
+
+def _private_uses_of_the_renderer(path: pathlib.Path, modules) -> list:
+    """``module._name`` attribute reads and ``from module import _name`` of a renderer module in one file."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(RENDERER):
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in modules:
+                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                elif alias.name.startswith("_"):
+                    found.append(f"from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(RENDERER) and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"{aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_private_renderer_names_stay_inside_the_renderer():
+    modules = _modules()
+    offenders = {name: uses for name, path in modules.items() if not _in(name, (RENDERER,))
+                 for uses in [_private_uses_of_the_renderer(path, modules)] if uses}
+    assert offenders == {}
+    # the check sees a private use where there is one
+    inside = _private_uses_of_the_renderer(modules["nbjax.renderer.adjoint"], modules)
+    assert any(use.startswith("nbjax.renderer.engine._") for use in inside)

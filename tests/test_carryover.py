@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbjax import engine, experiment
+from nbjax import experiment
+from nbjax.renderer import engine
 
 BASE = ("-hkl small.hkl -cell 100 100 100 90 90 90 -misset 3 7 11 -lambda 1.2 -N 10 "
         "-detpixels 48 -pixel 0.6 -distance 120 -oversample 1 -nonoise").split()

@@ -265,8 +265,8 @@ def test_unwritable_fdump_is_a_warning_as_in_nanobragg(in_inputs_dir, capsys):
 
 
 def test_render_through_the_cache_gives_the_same_image(in_inputs_dir, capsys, monkeypatch, tmp_path):
-    """With the compilation cache on, the render goes through nbjax.aot's exported renderer."""
-    from nbjax import engine
+    """With the compilation cache on, the render goes through nbjax.renderer.aot's exported renderer."""
+    from nbjax.renderer import engine
 
     code, _, _ = run(GOOD, capsys)
     assert code == 0
@@ -358,7 +358,8 @@ def test_progress_bar_counts_blocks():
 def test_render_with_progress_bar_gives_the_same_image(in_inputs_dir, capsys, monkeypatch):
     """With a terminal the render goes block by block (engine.render_blocks), to the same pixels;
     -noprogress turns the bar off."""
-    from nbjax import engine, progress
+    from nbjax import progress
+    from nbjax.renderer import engine
 
     code, _, _ = run(GOOD, capsys)
     plain = np.fromfile(in_inputs_dir / "floatimage.bin", np.float32)

@@ -151,7 +151,7 @@ def _only_input_errors(call, *args, expect=None):
 def test_base_renders_on_its_own(fuzz_dir, monkeypatch):
     """The valid experiment the set-up fuzzing starts from builds and renders spots,
     and each of its groups matters: leaving out -hkl or -cell is refused."""
-    from nbjax import engine
+    from nbjax.renderer import engine
 
     monkeypatch.chdir(fuzz_dir)
     exp = experiment.build(BASE, now=0.0)

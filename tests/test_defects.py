@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbjax import cli, engine, experiment
+from nbjax import cli, experiment
+from nbjax.renderer import engine
 from nbjax.errors import InputError
 from nbjax.io import nanobragg_header, outputs, write_smv
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import all_case_names, case_args, case_dir, reference_image
-from nbjax import engine, experiment
+from nbjax import experiment
+from nbjax.renderer import engine
 from nbjax.compare import metrics
 
 MODES = {"spec": dict(), "c": dict(accumulation="c-parity", phi_carryover="c-parity", argument_scan="c-parity")}

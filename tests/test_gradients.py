@@ -63,7 +63,7 @@ import numpy as np
 import pytest
 
 from conftest import INPUTS
-from nbjax import engine
+from nbjax.renderer import adjoint, engine
 from nbjax import groups as G
 from nbjax import params as P
 from nbjax.physics import lattice, structure_factors
@@ -371,7 +371,7 @@ def test_adjoint_sincg_derivatives_match_autodiff():
     """The adjoint's closed-form ∂sincg/∂x, ∂sincg/∂n equal jax.grad of the engine's sincg, nodes included."""
     x = jnp.asarray([0.0, 3.0, -2.0, 0.25, 1.5, -0.4999, 2.0 + 1e-7, 7.3])
     n = jnp.asarray([5.0, 9.0, 4.5, 5.0, 6.0, 7.0, 5.0, 1.0])
-    s, ds_dx, ds_dn = P._sincg_and_derivatives(x, n)
+    s, ds_dx, ds_dn = adjoint._sincg_and_derivatives(x, n)
     dx = jax.vmap(jax.grad(lattice.sincg, argnums=0))(x, n)
     dn = jax.vmap(jax.grad(lattice.sincg, argnums=1))(x, n)
     np.testing.assert_allclose(np.asarray(s), np.asarray(lattice.sincg(x, n)), rtol=1e-12)

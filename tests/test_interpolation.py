@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from conftest import case_args, case_dir, reference_image
-from nbjax import engine, experiment
+from nbjax import experiment
+from nbjax.renderer import engine
 
 ARGS = ("-hkl small.hkl -cell 40 40 40 90 90 90 -misset 3 7 11 -lambda 1.0 -N 2 -detpixels 64 "
         "-pixel 0.5 -distance 60 -Xbeam 2 -Ybeam 3 -oversample 2 -phi 0 -osc 1 -phisteps 2 -nonoise").split()

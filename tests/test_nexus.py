@@ -278,7 +278,7 @@ def test_bad_frames_leave_no_file(experiments, tmp_path):
 
 def test_rendered_frames(tmp_path):
     """A real (tiny) render goes into the file unchanged, one frame per phi wedge."""
-    from nbjax import engine
+    from nbjax.renderer import engine
 
     frames = []
     for k in range(3):

@@ -9,7 +9,8 @@ import pytest
 
 from nbjax.constants import RTD
 
-from nbjax import engine, experiment
+from nbjax import experiment
+from nbjax.renderer import engine
 from nbjax.physics import absorption, lattice, polarization, sources
 
 

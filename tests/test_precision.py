@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import case_args, case_dir, reference_image
-from nbjax import engine, experiment
+from nbjax import experiment
+from nbjax.renderer import engine
 from nbjax.compare import metrics
 
 
@@ -37,7 +38,8 @@ import json, shlex, sys
 import numpy as np
 import jax
 assert not jax.config.jax_enable_x64
-from nbjax import engine, experiment
+from nbjax import experiment
+from nbjax.renderer import engine
 out = {}
 for name, args in json.loads(sys.argv[1]).items():
     exp = experiment.build(shlex.split(args), accumulation="c-parity", phi_carryover="c-parity")

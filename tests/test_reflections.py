@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import INPUTS, case_args, reference_image
-from nbjax import cli, engine, experiment
+from nbjax import cli, experiment
+from nbjax.renderer import engine
 from nbjax.compare import metrics
 from nbjax.errors import InputError
 from nbjax.io import read_hkl, read_structure_factors

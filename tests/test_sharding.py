@@ -15,7 +15,8 @@ SCRIPT = textwrap.dedent(
     import os, shlex, sys
     import numpy as np, jax
     jax.config.update("jax_enable_x64", True)
-    from nbjax import engine, experiment, sharding
+    from nbjax import experiment
+    from nbjax.renderer import engine, sharding
     assert len(jax.devices()) == 4, jax.devices()
     golden = sys.argv[1]
     def args(case):

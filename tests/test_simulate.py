@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import case_args
-from nbjax import engine
+from nbjax.renderer import engine
 from nbjax import groups as G
 from nbjax import params as P
 from nbjax.constants import RTD

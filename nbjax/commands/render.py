@@ -2,7 +2,7 @@
 
 Reads the single-dash flags exactly as nanoBragg.c does (:mod:`nbjax.cflags`),
 sets the experiment up (:mod:`nbjax.experiment`), renders it
-(:mod:`nbjax.engine`) and writes the same files nanoBragg writes (float image,
+(:mod:`nbjax.renderer.engine`) and writes the same files nanoBragg writes (float image,
 SMV integer image, PGM, noise image) with the same default names, printing
 nanoBragg's summary lines.  No physics lives here.  Every output name is
 checked before the render, and the files are written under temporary names
@@ -168,11 +168,12 @@ def _render(options, exp, *, show_bar, devices):
     """Render ``exp`` (one device, several, or block by block under a progress bar)."""
     import jax.numpy as jnp
 
-    from nbjax import engine, progress
+    from nbjax import progress
+    from nbjax.renderer import engine
 
     mask = None if exp.mask is None else jnp.asarray(exp.mask)
     if devices > 1:
-        from nbjax import sharding
+        from nbjax.renderer import sharding
 
         return sharding.render_sharded(exp.scene, exp.config, mask, devices=devices)
     if show_bar and engine.n_blocks(exp.config) > 1:
@@ -181,7 +182,7 @@ def _render(options, exp, *, show_bar, devices):
             result.image.block_until_ready()
         return result
     if compile_cache_dir(options) is not None:
-        from nbjax import aot  # the lowered renderer kept next to the compiled one: a faster start
+        from nbjax.renderer import aot  # the lowered renderer kept next to the compiled one: a faster start
 
         return aot.render(exp.scene, exp.config, mask, cache_dir=compile_cache_dir(options))
     return engine.render(exp.scene, exp.config, mask)

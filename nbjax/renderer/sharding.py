@@ -35,7 +35,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from nbjax import engine
+from nbjax.renderer import engine
 
 try:  # jax >= 0.4.35
     from jax import shard_map as _shard_map
@@ -130,7 +130,7 @@ def _sharded_renderer(cfg: engine.RenderConfig, n_devices: int, has_mask: bool, 
 def render_sharded(scene: engine.Scene, cfg: engine.RenderConfig, mask=None, *, devices=None):
     """Render one image with its row blocks spread over ``devices`` (count or list).
 
-    Pixels are identical to :func:`nbjax.engine.render`.
+    Pixels are identical to :func:`nbjax.renderer.engine.render`.
     """
     devs = _devices(devices)
     if len(devs) == 1:

@@ -10,7 +10,7 @@ call it, skipping tracing and lowering (compilation then comes from the
 persistent cache).
 
 The key covers everything the program depends on: the static
-:class:`~nbjax.engine.RenderConfig`, the shapes and dtypes of the scene and
+:class:`~nbjax.renderer.engine.RenderConfig`, the shapes and dtypes of the scene and
 mask, the JAX version, the backend, and a hash of nbjax's own source files (so
 an edited nbjax never runs a stale program).  Any problem with the cache --
 unreadable, incompatible, or a JAX without :mod:`jax.export` -- falls back to
@@ -25,13 +25,13 @@ import os
 
 import jax
 
-from nbjax import engine
+from nbjax.renderer import engine
 
 
 @functools.lru_cache(maxsize=1)
 def _source_hash() -> str:
     digest = hashlib.sha256()
-    root = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the whole nbjax package
     for folder, _, files in sorted(os.walk(root)):
         for name in sorted(files):
             if name.endswith(".py"):
