@@ -49,6 +49,15 @@ SCRIPT = textwrap.dedent(
     for i in (0, 5):
         single = engine.render(dataclasses.replace(exp.scene, cell_m=cells[i]), exp.config).image
         np.testing.assert_allclose(images[i], np.asarray(single), rtol=1e-12)
+    # a second batch of the same configuration reuses the compiled renderer
+    reversed_batch = jax.block_until_ready(dataclasses.replace(batch, cell_m=cells[::-1]))  # eager ops compile too
+    jax.block_until_ready(jax.device_put(reversed_batch, jax.devices()[0]))
+    compiled = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiled.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+    again = np.asarray(sharding.render_batch(reversed_batch, exp.config, devices=4).image)
+    np.testing.assert_array_equal(again[::-1], images)
+    assert compiled == [], compiled
     print("sharding ok")
     """
 )

@@ -154,5 +154,17 @@ def render_batch(scenes: engine.Scene, cfg: engine.RenderConfig, mask=None, *, d
     if batch % len(devs):
         raise ValueError(f"batch of {batch} is not a multiple of {len(devs)} devices")
     scenes = jax.device_put(scenes, sharding)
-    fn = jax.jit(jax.vmap(lambda s: engine.render_core(s, cfg, mask)), out_shardings=sharding)
-    return fn(scenes)
+    return _batch_renderer(cfg, mask is not None, tuple(d.id for d in devs))(scenes, mask)
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_renderer(cfg: engine.RenderConfig, has_mask: bool, device_ids: tuple):
+    """The vmapped renderer of a batch of scenes over these devices, built once per configuration."""
+    by_id = {d.id: d for d in jax.devices()}
+    devs = [by_id[i] for i in device_ids]
+    sharding = NamedSharding(Mesh(np.array(devs), ("batch",)), PartitionSpec("batch"))
+
+    def run(scenes, mask):
+        return jax.vmap(lambda s: engine.render_core(s, cfg, mask if has_mask else None))(scenes)
+
+    return jax.jit(run, out_shardings=sharding)
