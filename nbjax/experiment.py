@@ -336,6 +336,8 @@ def parse_args(argv, *, read_headers=True, argument_scan="spec"):
     """
     c_parity = argument_scan == "c-parity"
     probe = cflags.parse(argv, c_parity=c_parity)  # validates, and finds -mask / -img
+    if not read_headers or (probe.maskfilename is None and probe.imginfilename is None):
+        return probe, None  # no header to apply first: the scan from the defaults is the answer
     st = cflags.CSettings()
     mask_image = None
     if read_headers and probe.maskfilename is not None:
