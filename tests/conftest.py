@@ -55,6 +55,20 @@ def all_case_names():
     return sorted(p.name for p in (GOLDEN / "cases").iterdir() if p.is_dir())
 
 
+def run_nbjax(args, capsys):
+    """``nbjax ARGS`` in this process (no compilation cache): (exit status, stdout, stderr)."""
+    from nbjax import cli
+
+    code = cli.main(list(args) + ["--no-compile-cache"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def files_written(directory):
+    """Names of the files a run left in ``directory`` (the inputs are symbolic links), temporaries included."""
+    return sorted(p.name for p in Path(directory).iterdir() if not p.is_symlink())
+
+
 @pytest.fixture
 def in_inputs_dir(tmp_path, monkeypatch):
     """A scratch working directory with the golden input files linked in."""

@@ -6,19 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, case_args
+from conftest import GOLDEN, case_args, run_nbjax as run, files_written as outputs
 from nbjax import cli
 from nbjax.errors import InputError
-
-
-def run(args, capsys):
-    code = cli.main(list(args) + ["--no-compile-cache"])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def outputs(directory):
-    return sorted(p.name for p in directory.iterdir() if not p.is_symlink())
 
 
 def golden_bytes(name, filename):

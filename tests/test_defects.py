@@ -20,23 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbjax import cli, experiment
+from conftest import run_nbjax as run, files_written as written
+from nbjax import experiment
 from nbjax.renderer import engine
 from nbjax.errors import InputError
 from nbjax.io import nanobragg_header, outputs, write_smv
 
 BASE = "-mat A.mat -hkl sparse.hkl -lambda 1 -distance 100 -detpixels 64 -pixel 0.1 -N 5".split()
-
-
-def run(args, capsys):
-    code = cli.main(list(args) + ["--no-compile-cache"])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def written(directory):
-    """Files the run made (the inputs are symbolic links), temporaries included."""
-    return sorted(p.name for p in directory.iterdir() if not p.is_symlink())
 
 
 def refused(args, directory, capsys, *words):

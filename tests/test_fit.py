@@ -24,7 +24,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import INPUTS
+from conftest import INPUTS, run_nbjax as run
 from nbjax import cli
 from nbjax import params as P
 from nbjax.fit import POLISH_ONLY, fit, result_dict
@@ -153,12 +153,6 @@ def test_poisson_recovery(targets):
     start_ratios, final_ratios = np.abs(ratios(refined(start.params))), np.abs(ratios(values))
     bound = 4.0 * np.asarray(RATIO_SIGMA_DEFAULT)
     assert np.all(start_ratios > bound) and np.all(final_ratios <= bound), (start_ratios, final_ratios, bound)
-
-
-def run(args, capsys):
-    code = cli.main(list(args) + ["--no-compile-cache"])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 KEYS = {"cell", "misset_deg", "N", "distance_mm", "beam_center_mm", "loss", "loss_kind", "iterations",

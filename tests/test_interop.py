@@ -6,8 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import GOLDEN
-from nbjax import cli
+from conftest import GOLDEN, run_nbjax as run
 from nbjax.io import read_smv
 
 fabio = pytest.importorskip("fabio")
@@ -15,12 +14,6 @@ from fabio.dtrekimage import DtrekImage  # noqa: E402
 
 ARGS = ("-hkl small.hkl -cell 100 100 100 90 90 90 -lambda 1.2 -N 5 -detpixels_x 40 -detpixels_y 24 -pixel 0.4 "
         "-distance 100 -Xbeam 7.3 -Ybeam 5.1 -nonoise -nopgm").split()
-
-
-def run(args, capsys):
-    code = cli.main(list(args) + ["--no-compile-cache"])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_nbjax_smv_opens_in_fabio_with_the_right_header(in_inputs_dir, capsys):
