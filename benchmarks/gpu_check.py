@@ -17,8 +17,8 @@ machine line of ``benchmarks/run.py``:
   scoreboard's STRICT level; the share of bit-identical pixels is shown;
 * the supervisor's steady-state render time (best of a few after the
   compiling call), float64 and float32;
-* batch throughput: ``jax.vmap`` of ``engine.render_core`` (what
-  ``nbjax.renderer.sharding.render_batch`` runs on each device), jitted once, over a
+* batch throughput: ``nbjax.renderer.sharding.render_batch`` on one device
+  (``jax.vmap`` of ``engine.render_core``, compiled once), over a
   batch of scenes that differ in crystal orientation (``-misset``), in frames
   per second after the compiling call, float64 and float32;
 * gradient cost: ``value_and_grad`` of a Poisson deviance w.r.t. every group
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from nbjax import experiment
-    from nbjax.renderer import engine
+    from nbjax.renderer import engine, sharding
     from nbjax import groups as G
     from nbjax import params as P
     from nbjax.compare import metrics
@@ -248,11 +248,9 @@ def main(argv=None) -> int:
                 scenes = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[e.scene for e in exps])
                 cfg = exps[0].config
                 out = {}
-                # one jitted vmap, kept (sharding.render_batch builds a new jit, so a new trace, per call)
-                vmapped = jax.jit(jax.vmap(lambda s, cfg=cfg: engine.render_core(s, cfg)))
 
-                def batch_once():
-                    out["images"] = np.asarray(vmapped(scenes).image)
+                def batch_once():  # the batch renderer, compiled once per configuration, on one device
+                    out["images"] = np.asarray(sharding.render_batch(scenes, cfg, devices=1).image)
 
                 first, best = steady(batch_once, 2)
                 single = np.asarray(engine.render(exps[-1].scene, cfg).image)
