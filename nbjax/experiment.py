@@ -534,7 +534,8 @@ def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fa
     lattice = _lattice(recip, misset_rad, cell, volume if cell is not None else None)
     real_A = np.asarray(lattice.real_A)
     recip_A = np.asarray(lattice.reciprocal_A)
-    if not np.all(np.isfinite(real_A)):
+    # a degenerate cell: not finite, or an axis whose length in metres (used to size the crystal) is 0
+    if not np.all(np.isfinite(real_A)) or not np.all(np.sum((1e-10 * real_A) ** 2, axis=1) > 0.0):
         if st.matfilename is not None and _regular(np.asarray(matrix, np.float64)):
             # the -mat matrix is fine: rescaling it by 1 Å/λ under- or overflowed
             raise InputError(f"-lambda: a wavelength of {st.lambda0 * 1e10:g} A rescales the -mat orientation "

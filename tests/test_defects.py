@@ -146,6 +146,15 @@ def test_degenerate_matrix_names_mat_without_warnings(in_inputs_dir, capsys):
     assert code == 2 and err.count("\n") == 1 and "-mat flat.mat" in err, err
 
 
+def test_cell_axis_of_zero_length_in_metres_names_mat(in_inputs_dir, capsys):
+    """A -mat matrix whose real-space axis underflows to 0 m (found by the fuzz: a ZeroDivisionError sizing the
+    crystal from -xtal_z) is a degenerate cell, refused naming the file."""
+    (in_inputs_dir / "tiny.mat").write_text("1e-308 0.0 1e308\n0.0 1e-308 1e308\n1e-308 1e-308 0.0\n0 0 0\n")
+    args = [a if a != "A.mat" else "tiny.mat" for a in BASE] + ["-xtal_z", "1e308"]
+    code, out, err = run(args, capsys)
+    assert code == 2 and err.count("\n") == 1 and "degenerate" in err and "-mat tiny.mat" in err, err
+
+
 def test_far_source_is_a_direction_not_a_warning(in_inputs_dir):
     """A source at -1e200 0 0: x² overflows, but it is the default beam direction."""
     (in_inputs_dir / "far.txt").write_text("-1e200 0 0\n")
