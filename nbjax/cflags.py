@@ -240,13 +240,6 @@ def _rule(names, match, kinds, apply, stop=False):
     return _Rule(tuple(names), match, kinds, apply, stop)
 
 
-def _both(*setters):
-    def apply(st, values):
-        for s in setters:
-            s(st, values)
-    return apply
-
-
 def _sets(**fields):
     def apply(st, values):
         for k, v in fields.items():

@@ -132,12 +132,6 @@ def lattice_from_cell(cell, misset_rad):
     return lattice_from_reciprocal(reciprocal, misset_rad, cell=cell, cell_volume_A3=volume)
 
 
-def lattice_from_matrix(matrix, wavelength_m, misset_rad):
-    """Crystal lattice from a MOSFLM A matrix (columns a*, b*, c* times λ in Å)."""
-    reciprocal = (1e-10 / wavelength_m) * array_module(matrix, wavelength_m).asarray(matrix).T
-    return lattice_from_reciprocal(reciprocal, misset_rad)
-
-
 def cell_parameters(real_A, reciprocal_A, volume_A3):
     """(a, b, c, α, β, γ) and (a*, b*, c*, α*, β*, γ*) from lattice vectors (Å, rad)."""
     xp = array_module(real_A, reciprocal_A, volume_A3)

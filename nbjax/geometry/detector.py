@@ -47,42 +47,46 @@ from nbjax.geometry.rotation import dot, rotate_about_axis, rotate_xyz
 DBL_MIN = sys.float_info.min
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DetectorParams:
-    """Detector geometry inputs (see module docstring); all leaves are arrays."""
+class _Placement:
+    """Where the detector stands relative to the sample (m): the fields the inputs and the placed frame share.
+
+    Axes ``f, s, o`` (fast, slow, normal); ``distance_m`` along the beam to the
+    beam spot, ``close_distance_m`` along the normal; the beam spot and the near
+    point as (fast, slow) coordinates from the first pixel's corner.  In
+    :class:`DetectorParams` these are what the user gave (some are replaced by
+    the procedure); in :class:`DetectorFrame` they are the values after placement.
+    """
 
     fdet: jax.Array
     sdet: jax.Array
     odet: jax.Array
-    beam: jax.Array
-    twotheta_axis: jax.Array
-    pixel_size_m: jax.Array
     distance_m: jax.Array
     close_distance_m: jax.Array
     beam_fast_m: jax.Array
     beam_slow_m: jax.Array
     close_fast_m: jax.Array
     close_slow_m: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DetectorParams(_Placement):
+    """Detector geometry inputs (see module docstring); all leaves are arrays."""
+
+    beam: jax.Array
+    twotheta_axis: jax.Array
+    pixel_size_m: jax.Array
     rotations_rad: jax.Array  # (3,) about lab x, y, z
     twotheta_rad: jax.Array
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DetectorFrame:
+class DetectorFrame(_Placement):
     """Placed detector: rotated axes, origin vector and derived beam centres (m)."""
 
-    fdet: jax.Array
-    sdet: jax.Array
-    odet: jax.Array
     pix0_m: jax.Array
-    distance_m: jax.Array
-    close_distance_m: jax.Array
-    beam_fast_m: jax.Array
-    beam_slow_m: jax.Array
-    close_fast_m: jax.Array
-    close_slow_m: jax.Array
     xds_orgx: jax.Array
     xds_orgy: jax.Array
     dials_origin_mm: jax.Array

@@ -53,14 +53,6 @@ def nearest_flat_index(h, k, l, padded_shape, hkl_min):
     return _padded_flat_index(nearest_index(h), nearest_index(k), nearest_index(l), hkl_min, padded_shape)
 
 
-def nearest_F(h0, k0, l0, flat_table, padded_shape, hkl_min):
-    """``F`` of the nearest reflection (``default_F`` outside the table).
-
-    ``h0, k0, l0``: integer-valued floats ``ceil(h − 1/2)`` etc.
-    """
-    return flat_table[_padded_flat_index(h0, k0, l0, hkl_min, padded_shape)]
-
-
 def interpolation_out_of_range(h, k, l, hkl_min, hkl_max):
     """nanoBragg's test whether the 4×4×4 neighbourhood of ``hkl`` leaves the table.
 
