@@ -25,7 +25,6 @@ the area and the obliquity: ``Ω = 1/R²``.
 
 from __future__ import annotations
 
-
 from nbjax.geometry.rotation import rotate_about_axis, unitize
 
 
