@@ -684,11 +684,16 @@ def equivalent_args(argv, params, config, groups) -> list:
 
 
 def fit_args(argv, observed_path, refine, *, loss="poisson", schedule=DEFAULT_SCHEDULE, progress=None,
-             pedestal=None):
-    """The Python twin of ``nbjax fit``: a :class:`FitResult` for nanoBragg arguments ``argv``."""
+             pedestal=None, structure_factors=None):
+    """The Python twin of ``nbjax fit``: a :class:`FitResult` for nanoBragg arguments ``argv``.
+
+    ``structure_factors``: keyword arguments ``hkl_column``, ``model``,
+    ``model_dmin`` of :func:`nbjax.params.from_args` (nbjax's ``--hkl-column``,
+    ``--model``, ``--model-dmin``), or None.
+    """
     from nbjax import params as P
 
-    model = P.from_args(argv)
+    model = P.from_args(argv, **(structure_factors or {}))
     observed = load_observed(observed_path, model.config.shape, adc_offset=model.experiment.outputs.adc_offset)
     return fit(observed, model.params, model.config, refine, mask=model.mask, loss=loss, schedule=schedule,
                progress=progress, pedestal=pedestal, observed_name=f"--observed {observed_path}")

@@ -494,14 +494,17 @@ def _mm(m):
 
 def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
               interpolation_fallback: str = "c", dtype=None, block_rows: int | None = None,
-              now: float | None = None) -> Model:
+              now: float | None = None, hkl_column: str | None = None, model: str | None = None,
+              model_dmin=None) -> Model:
     """A :class:`Model` from nanoBragg command-line arguments.
 
     Runs :func:`nbjax.experiment.build` (which validates everything and
     raises :class:`~nbjax.errors.InputError` on bad input) and expresses its
     set-up as :class:`Params` + :class:`SimConfig`.  ``now`` fixes the
     time-based default seeds (``-misset random`` without ``-misset_seed``).
-    ``dtype`` defaults to float64 when x64 is enabled, else float32.
+    ``hkl_column``, ``model``, ``model_dmin``: the structure-factor options of
+    ``nbjax`` (``--hkl-column``, ``--model``, ``--model-dmin``), as for
+    :func:`nbjax.experiment.build`.  ``dtype`` defaults to float64 when x64 is enabled, else float32.
     """
     from nbjax import experiment
 
@@ -511,7 +514,8 @@ def from_args(argv, *, accumulation: str = "spec", phi_carryover: str = "spec",
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     exp = experiment.build(argv, accumulation=accumulation, phi_carryover=phi_carryover,
                            interpolation_fallback=interpolation_fallback, dtype=jnp.float64,
-                           block_rows=block_rows, now=now)
+                           block_rows=block_rows, now=now, hkl_column=hkl_column, model=model,
+                           model_dmin=model_dmin)
     st, det = exp.settings, exp.detector_setup
     close_given = not math.isnan(st.close_distance)
     scene = exp.scene

@@ -278,6 +278,24 @@ def test_model_through_the_setup_covers_the_detector_corner(tmp_path, monkeypatc
     assert any("|F| to 3 A" in line for line in other.log)
 
 
+def test_fit_model_reads_the_same_structure_factors_as_the_render(tmp_path, monkeypatch, capsys):
+    """``params.from_args`` (what ``nbjax fit`` builds its model with) takes --model/--model-dmin too."""
+    from nbjax import params as P
+
+    monkeypatch.chdir(tmp_path)
+    _tiny_model(tmp_path / "tiny.pdb")
+    args = "-cell 30 35 40 90 90 90 -lambda 1.2 -N 5 -detpixels 24 -pixel 0.8 -distance 100 -nonoise".split()
+    exp = experiment.build(args, model="tiny.pdb", model_dmin="3")
+    model = P.from_args(args, model="tiny.pdb", model_dmin="3")
+    got = np.asarray(model.params.crystal.F_table)
+    assert got.shape == np.asarray(exp.scene.F_table).shape
+    assert np.array_equal(got, np.asarray(exp.scene.F_table))
+    assert float(np.max(got)) > 0
+    # and the fit command passes the options on: a resolution without a model is refused, naming the option
+    err = _error(["fit", "--observed", "x.bin", "--refine", "N", "--model-dmin", "3"] + args, capsys)
+    assert "--model-dmin" in err
+
+
 # ---------------------------------------------------------------------------
 # bad input: one line naming the flag and the file, exit 2
 

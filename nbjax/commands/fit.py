@@ -22,6 +22,7 @@ from nbjax.io.outputs import OutputSet
 FIT_OPTIONS = {
     "--observed": 1, "--refine": 1, "--loss": 1, "--out": 1, "--max-iter": 1, "--schedule": 1,
     "--fitted": 1, "--pedestal": 1, "--quiet": 0, "--debug": 0, "--no-compile-cache": 0,
+    "--hkl-column": 1, "--model": 1, "--model-dmin": 1,
 }
 FIT_USAGE = """\
 usage: nbjax fit --observed IMAGE --refine LIST [nanoBragg options] [fit options]
@@ -44,6 +45,9 @@ fit options:
   --pedestal P          photons added to the model in the Poisson loss
   --fitted FILE         also write the fitted image as a float file
   --quiet               no progress lines
+  --hkl-column C, --model FILE, --model-dmin D
+                        structure factors as for the render command (an MTZ or
+                        mmCIF column; F computed from a coordinate model)
 """
 
 
@@ -81,8 +85,10 @@ def main(argv) -> int:
     setup_jax(options)
     started = time.perf_counter()
     say = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
+    structure_factors = {"hkl_column": options.get("--hkl-column"), "model": options.get("--model"),
+                         "model_dmin": options.get("--model-dmin")}
     result = fit_args(cargs, options["--observed"], groups, loss=loss, schedule=schedule, progress=say,
-                      pedestal=pedestal)
+                      pedestal=pedestal, structure_factors=structure_factors)
     out = result_dict(result, cargs)
     out["seconds"] = round(time.perf_counter() - started, 3)
     from nbjax.io.atomic import atomic_write
