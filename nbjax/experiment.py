@@ -1,23 +1,47 @@
 """From nanoBragg's settings to a renderable experiment.
 
-:func:`build` runs nanoBragg.c's set-up in its order -- detector size and
-fluence bookkeeping, the detector convention, step-count auto-selection for
-phi, divergence, dispersion, sensor layers and mosaic domains, detector
-placement, the unit cell, crystal size and automatic oversampling, structure
-factors, sources and mosaic domains -- and returns an :class:`Experiment`:
+:func:`build` runs nanoBragg.c's set-up as a chain of stages, in nanoBragg's
+order, each a function of the parsed flags (:func:`parse_args`) and of the
+results before it, returning a named result:
+
+1. :func:`detector_size` -- :class:`DetectorSize` (pixel counts, extent in m);
+2. :func:`illumination` -- :class:`Illumination` (fluence in photons/m², the
+   crystal clipped by the beam);
+3. :func:`region_of_interest` -- the roi in pixels;
+4. :func:`detector_setup` -- :class:`DetectorSetup` (convention, axes, beam
+   centre and near point);
+5. :func:`step_counts` -- :class:`StepCounts` (phi, divergence, dispersion,
+   sensor layers by :func:`nbjax.physics.sources.resolve_steps`; mosaic domains);
+6. :func:`place_detector` -- the placed detector frame (m);
+7. :func:`crystal_stage` -- :class:`Crystal` (orientation with its random
+   draw, unit cell from -cell or the -mat file, size in cells and m);
+8. :func:`oversampling` -- :class:`Oversampling`;
+9. :func:`structure_factors` -- :class:`StructureFactors` (-hkl or Fdump.bin;
+   :func:`model_structure_factors` after the sources for ``--model``);
+10. :func:`source_stage` -- :class:`Sources` (-sourcefile or divergence x dispersion);
+11. :func:`mosaic_stage` -- the mosaic domains, drawn after the misset from
+    the same random-number state.
+
+Each stage validates its own inputs (one :class:`InputError` naming the flag),
+reads its own files and makes its own random draws, so the first error, the
+files read and the numbers drawn are nanoBragg's.  The results are kept
+together as :class:`Stages`; :func:`summary_lines` and :func:`warning_lines`
+format them into what nanoBragg prints (no computation there), and the
+Experiment is assembled from them:
 
 * ``scene`` -- a :class:`nbjax.renderer.engine.Scene` (arrays; differentiable inputs),
 * ``config`` -- a :class:`nbjax.renderer.engine.RenderConfig` (static sizes and switches),
 * ``mask`` -- optional (spixels, fpixels) array, 0 = skip the pixel,
 * ``outputs`` -- what to write where (:class:`Outputs`),
-* ``log`` -- the set-up lines nanoBragg prints, and values needed for headers.
+* ``log`` -- the set-up lines nanoBragg prints, and values needed for headers,
+* ``stages`` -- the :class:`Stages` themselves (:func:`nbjax.params.from_args`
+  builds its Params from them, never re-reading a file or redrawing a number).
 
 Every decision nanoBragg makes with an exact floating-point comparison (is phi
 exactly 0? is the normal vector exactly unit length?) is made here on the host
 in float64, with the same arithmetic.  Geometry itself is computed with the
 same jnp functions :func:`nbjax.simulate` differentiates.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -524,8 +548,10 @@ class Stages(NamedTuple):
     :class:`nbjax.geometry.detector.DetectorFrame` (numpy, m);
     ``interpolate``: 1 for tricubic interpolation of F, 0 for none;
     ``mosaic``: the drawn :class:`nbjax.physics.rng.MosaicDomains`;
-    ``noise_seed``: the seed of the noise image; ``water_background``: the
-    water's scattering per pixel solid angle (photons/sr, before the pixel factors).
+    ``noise_seed``: the seed of the noise image; ``water_background``:
+    nanoBragg's water term F_water² · r_e² (m²) · fluence (photons/m²) · the
+    molecules in a cube of ``-water`` side (size³ · 10⁶ g/m³ · N_A / 18 g/mol),
+    the constant every pixel's sum starts from (``Scene.background_I``).
     """
 
     settings: cflags.CSettings
@@ -584,9 +610,8 @@ def illumination(st: cflags.CSettings) -> Illumination:
 
 def region_of_interest(st: cflags.CSettings, size: DetectorSize) -> tuple:
     """``-roi`` (xmin, xmax, ymin, ymax) in pixels with unset ends at the detector's edges (xmax = fpixels, as nanoBragg)."""
-    roi = list(st.roi)
     defaults = (0, size.fpixels, 0, size.spixels)
-    roi = tuple(default if value < 0 else value for value, default in zip(roi, defaults))
+    roi = tuple(default if value < 0 else value for value, default in zip(st.roi, defaults))
     if roi[0] > roi[1] or roi[2] > roi[3]:
         raise InputError(f"-roi: xmin must not exceed xmax, nor ymin ymax (got {' '.join(map(str, st.roi))})")
     return roi
