@@ -171,6 +171,13 @@ class Outputs:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """A set-up ready to render: the scene and configuration, and what the command prints and writes.
+
+    ``log`` is :func:`summary_lines` and ``warnings`` :func:`warning_lines` of
+    ``stages``; ``detector_setup`` and ``crystal_setup`` are parts of the
+    stages kept under the names :func:`nbjax.params.from_args` reads.
+    """
+
     scene: Scene
     config: RenderConfig
     mask: np.ndarray | None
