@@ -1,25 +1,50 @@
 """From nanoBragg's settings to a renderable experiment.
 
-:func:`build` runs nanoBragg.c's set-up in its order -- detector size and
-fluence bookkeeping, the detector convention, step-count auto-selection for
-phi, divergence, dispersion, sensor layers and mosaic domains, detector
-placement, the unit cell, crystal size and automatic oversampling, structure
-factors, sources and mosaic domains -- and returns an :class:`Experiment`:
+:func:`build` runs nanoBragg.c's set-up as a chain of stages, in nanoBragg's
+order, each a function of the parsed flags (:func:`parse_args`) and of the
+results before it, returning a named result:
+
+1. :func:`detector_size` -- :class:`DetectorSize` (pixel counts, extent in m);
+2. :func:`illumination` -- :class:`Illumination` (fluence in photons/m², the
+   crystal clipped by the beam);
+3. :func:`region_of_interest` -- the roi in pixels;
+4. :func:`detector_setup` -- :class:`DetectorSetup` (convention, axes, beam
+   centre and near point);
+5. :func:`step_counts` -- :class:`StepCounts` (phi, divergence, dispersion,
+   sensor layers by :func:`nbjax.physics.sources.resolve_steps`; mosaic domains);
+6. :func:`place_detector` -- the placed detector frame (m);
+7. :func:`crystal_stage` -- :class:`Crystal` (orientation with its random
+   draw, unit cell from -cell or the -mat file, size in cells and m);
+8. :func:`oversampling` -- :class:`Oversampling`;
+9. :func:`structure_factors` -- :class:`StructureFactors` (-hkl or Fdump.bin;
+   :func:`model_structure_factors` after the sources for ``--model``);
+10. :func:`source_stage` -- :class:`Sources` (-sourcefile or divergence x dispersion);
+11. :func:`mosaic_stage` -- the mosaic domains, drawn after the misset from
+    the same random-number state.
+
+Each stage validates its own inputs (one :class:`InputError` naming the flag),
+reads its own files and makes its own random draws, so the first error, the
+files read and the numbers drawn are nanoBragg's.  The results are kept
+together as :class:`Stages`; :func:`summary_lines` and :func:`warning_lines`
+format them into what nanoBragg prints (no computation there), and the
+Experiment is assembled from them:
 
 * ``scene`` -- a :class:`nbjax.renderer.engine.Scene` (arrays; differentiable inputs),
 * ``config`` -- a :class:`nbjax.renderer.engine.RenderConfig` (static sizes and switches),
 * ``mask`` -- optional (spixels, fpixels) array, 0 = skip the pixel,
 * ``outputs`` -- what to write where (:class:`Outputs`),
-* ``log`` -- the set-up lines nanoBragg prints, and values needed for headers.
+* ``log`` -- the set-up lines nanoBragg prints, and values needed for headers,
+* ``stages`` -- the :class:`Stages` themselves (:func:`nbjax.params.from_args`
+  builds its Params from them, never re-reading a file or redrawing a number).
 
 Every decision nanoBragg makes with an exact floating-point comparison (is phi
 exactly 0? is the normal vector exactly unit length?) is made here on the host
 in float64, with the same arithmetic.  Geometry itself is computed with the
 same jnp functions :func:`nbjax.simulate` differentiates.
 """
-
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -146,6 +171,13 @@ class Outputs:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """A set-up ready to render: the scene and configuration, and what the command prints and writes.
+
+    ``log`` is :func:`summary_lines` and ``warnings`` :func:`warning_lines` of
+    ``stages``; ``detector_setup`` and ``crystal_setup`` are parts of the
+    stages kept under the names :func:`nbjax.params.from_args` reads.
+    """
+
     scene: Scene
     config: RenderConfig
     mask: np.ndarray | None
@@ -159,6 +191,7 @@ class Experiment:
     settings: object = None      # the parsed flags (cflags.CSettings) after set-up
     detector_setup: object = None  # the DetectorSetup the detector was placed from
     crystal_setup: object = None   # the CrystalSetup: orientation and mosaic draws, as drawn and read once
+    stages: object = None          # the Stages: every set-up stage's result (what the log is made of)
 
 
 class CrystalSetup(NamedTuple):
@@ -349,6 +382,618 @@ def parse_args(argv, *, read_headers=True, argument_scan="spec"):
 
 
 # --------------------------------------------------------------------------
+# The set-up as stages.  Each stage is a function of the parsed flags and the
+# results of the stages before it; it validates its own inputs (raising
+# InputError), reads its own files and makes its own random draws, and returns
+# a named result.  build() runs them in nanoBragg.c's order -- so that the
+# first error, the files read and the random numbers drawn are the ones
+# nanoBragg meets -- and summary_lines() / warning_lines() report them after.
+
+
+class DetectorSize(NamedTuple):
+    """Pixel counts along the fast/slow axes and the detector's extent (m).
+
+    The extent is ``-detpixels`` x ``-pixel`` where counts are given, else
+    ``-detsize``; the counts are the extent over the pixel size, rounded.
+    """
+
+    fpixels: int
+    spixels: int
+    detsize_f_m: float
+    detsize_s_m: float
+
+
+class Illumination(NamedTuple):
+    """The beam's fluence and the crystal it clips.
+
+    ``fluence_per_m2``: photons/m² (``-flux`` x ``-exposure`` / ``-beamsize``²
+    where all three are given, else ``-fluence``); ``sample_y_m`` /
+    ``sample_z_m``: the crystal's height and width (m) after clipping by the
+    square beam; ``warnings``: the clipping warnings.
+    """
+
+    fluence_per_m2: float
+    sample_y_m: float
+    sample_z_m: float
+    warnings: tuple
+
+
+class Steps(NamedTuple):
+    """One sampled range after nanoBragg's step rule (:func:`nbjax.physics.sources.resolve_steps`).
+
+    ``count`` points, ``span`` and ``step`` in the range's units (radians for
+    phi and divergence, a fraction of the wavelength for dispersion, metres
+    for the sensor thickness).
+    """
+
+    count: int
+    span: float
+    step: float
+
+
+class StepCounts(NamedTuple):
+    """nanoBragg's step auto-selection.
+
+    ``phi``: the rotation sweep (radians, span = ``-osc``); ``hdiv`` /
+    ``vdiv``: horizontal and vertical divergence (radians); ``dispersion``
+    (fraction of λ); ``thickness``: sensor layers (m).  Divergence,
+    dispersion and thickness are sanitized: any non-positive part means no
+    spread (1, 0, 0).  ``detector_mu_per_m``: the sensor's attenuation
+    (1/m; 1/thickness when not given); ``mosaic_domains`` and
+    ``mosaic_spread_rad`` after nanoBragg's defaulting; ``warnings``.
+    """
+
+    phi: Steps
+    hdiv: Steps
+    vdiv: Steps
+    dispersion: Steps
+    thickness: Steps
+    detector_mu_per_m: float
+    mosaic_domains: int
+    mosaic_spread_rad: float
+    warnings: tuple
+
+
+class Crystal(NamedTuple):
+    """The unit cell, its orientation and the crystal's size.
+
+    ``misset_rad`` (3,): the misset applied (zeros for none), drawn for
+    ``-misset random`` (``misset_drawn``); ``cell``: the completed ``-cell``
+    (Å, radians) or None; ``matrix_reciprocal_A``: the ``-mat`` file's
+    reciprocal vectors as rows (Å⁻¹, rescaled by 1 Å/λ) or None.
+    ``real_A`` / ``reciprocal_A`` (3, 3): a, b, c (Å) and a*, b*, c* (Å⁻¹) as
+    rows after the misset; ``volume_A3``; ``direct`` / ``reciprocal``: the cell
+    parameters (a, b, c in Å or Å⁻¹, then the angles in radians).
+    ``n_cells``: (Na, Nb, Nc) unit cells along each axis (floats, ≥ 1, from
+    the crystal size where it is given); ``size_m``: the crystal's extent
+    along a, b, c (m).
+    """
+
+    misset_rad: np.ndarray
+    misset_drawn: bool
+    cell: np.ndarray | None
+    matrix_reciprocal_A: np.ndarray | None
+    real_A: np.ndarray
+    reciprocal_A: np.ndarray
+    volume_A3: float
+    direct: np.ndarray
+    reciprocal: np.ndarray
+    n_cells: tuple
+    size_m: tuple
+
+
+class Oversampling(NamedTuple):
+    """Sub-pixels per pixel side, and nanoBragg's recommendation.
+
+    ``oversample``: the count used; ``auto_selected``: chosen by nbjax (no
+    ``-oversample``); ``recommended``: nanoBragg's ceil(3 · crystal size /
+    reciprocal pixel) (:func:`recommended_oversample`); ``xtal_size_max_m``:
+    the crystal's largest extent and ``reciprocal_pixel_m`` = λ · distance /
+    pixel size, both in metres.
+    """
+
+    oversample: int
+    auto_selected: bool
+    recommended: int
+    xtal_size_max_m: float
+    reciprocal_pixel_m: float
+
+
+class StructureFactors(NamedTuple):
+    """Where the structure factors come from.
+
+    ``table``: the :class:`nbjax.io.hkl.HKLTable` or None (every F is
+    ``-default_F``); ``origin``: "hkl" (read from ``-hkl``), "dump" (read
+    from nanoBragg's Fdump.bin cache), "model" (computed from ``--model``) or
+    None; ``path``: the file or model; ``data``: what the reader reported
+    (:class:`nbjax.io.reflections` result: format, column, space group) for
+    "hkl" and "model"; ``fdump``: (path, table) for the cache to write, or
+    None; ``warnings``.
+    """
+
+    table: object
+    origin: str | None
+    path: str | None
+    data: object
+    fdump: tuple | None
+    warnings: tuple
+
+    @property
+    def count(self) -> int:
+        """Number of reflections given (0 without a table)."""
+        return self.table.count if self.table is not None else 0
+
+
+class Sources(NamedTuple):
+    """The X-ray sources.
+
+    ``positions_m`` (n, 3): each source's position (m; its direction toward
+    the sample is ``-directions``); ``directions`` (n, 3) unit vectors from
+    the sample toward the source; ``wavelengths_m`` (n,); ``weights`` (n,);
+    ``divergence_rad``: the kept (h, v) divergence angles of generated
+    sources, or None for ``-sourcefile``.
+    """
+
+    positions_m: np.ndarray
+    directions: np.ndarray
+    wavelengths_m: np.ndarray
+    weights: np.ndarray
+    divergence_rad: list | None
+
+    @property
+    def divsteps(self) -> int:
+        """Divergence points (nanoBragg's count; -1 for a source file)."""
+        return -1 if self.divergence_rad is None else len(self.divergence_rad)
+
+
+class Stages(NamedTuple):
+    """Every stage result of one set-up, in nanoBragg's order: what the log and the Experiment are made of.
+
+    ``settings``: the parsed flags with the detector size, fluence and
+    clipped crystal of the first stages filled in; ``roi``: (xmin, xmax,
+    ymin, ymax) pixels as nanoBragg prints it (unset ends defaulted);
+    ``detector``: the :class:`DetectorSetup`; ``frame``: the placed
+    :class:`nbjax.geometry.detector.DetectorFrame` (numpy, m);
+    ``interpolate``: 1 for tricubic interpolation of F, 0 for none;
+    ``mosaic``: the drawn :class:`nbjax.physics.rng.MosaicDomains`;
+    ``noise_seed``: the seed of the noise image; ``water_background``:
+    nanoBragg's water term F_water² · r_e² (m²) · fluence (photons/m²) · the
+    molecules in a cube of ``-water`` side (size³ · 10⁶ g/m³ · N_A / 18 g/mol),
+    the constant every pixel's sum starts from (``Scene.background_I``).
+    """
+
+    settings: cflags.CSettings
+    size: DetectorSize
+    illumination: Illumination
+    roi: tuple
+    detector: DetectorSetup
+    steps: StepCounts
+    frame: object
+    interpolate: int
+    crystal: Crystal
+    oversampling: Oversampling
+    structure_factors: StructureFactors
+    sources: Sources
+    mosaic: object
+    noise_seed: int
+    water_background: float
+
+
+def detector_size(st: cflags.CSettings) -> DetectorSize:
+    """The detector's pixel counts and extent; refuses a non-positive pixel or an empty or huge detector."""
+    if st.pixel_size <= 0 or not math.isfinite(st.pixel_size):
+        raise InputError("-pixel: pixel size must be positive")
+    if st.fpixels < 0 or st.spixels < 0:
+        raise InputError("-detpixels: pixel counts must not be negative")
+    detsize_f = st.pixel_size * st.fpixels if st.fpixels else st.detsize_f
+    detsize_s = st.pixel_size * st.spixels if st.spixels else st.detsize_s
+    fpixels = int(math.ceil(detsize_f / st.pixel_size - 0.5))
+    spixels = int(math.ceil(detsize_s / st.pixel_size - 0.5))
+    if fpixels <= 0 or spixels <= 0:
+        raise InputError(f"detector has no pixels ({fpixels}x{spixels}): check -detpixels/-detsize/-pixel")
+    if fpixels * spixels > 2**31 - 1:
+        raise InputError(f"detector too large ({fpixels}x{spixels} pixels)")
+    return DetectorSize(fpixels=fpixels, spixels=spixels, detsize_f_m=detsize_f, detsize_s_m=detsize_s)
+
+
+def illumination(st: cflags.CSettings) -> Illumination:
+    """Wavelength check, fluence from flux, exposure and beam size, and the crystal clipped by the beam."""
+    if not (st.lambda0 > 0 and math.isfinite(st.lambda0)):
+        raise InputError("-lambda/-energy: wavelength must be positive and finite")
+    fluence = st.fluence
+    if st.flux != 0.0 and st.exposure > 0.0 and st.beamsize >= 0:
+        fluence = st.flux * st.exposure / st.beamsize / st.beamsize if st.beamsize > 0 else math.inf
+    sample_y, sample_z, warnings = st.sample_y, st.sample_z, []
+    if st.beamsize >= 0:
+        if st.beamsize < sample_y:
+            warnings.append(f"WARNING: clipping sample ({sample_y:g} m high) with beam ({st.beamsize:g} m)")
+            sample_y = st.beamsize
+        if st.beamsize < sample_z:
+            warnings.append(f"WARNING: clipping sample ({sample_z:g} m wide) with beam ({st.beamsize:g} m)")
+            sample_z = st.beamsize
+    if not math.isfinite(fluence):
+        raise InputError("-flux/-beamsize: the fluence is not finite (beam size 0?)")
+    return Illumination(fluence_per_m2=fluence, sample_y_m=sample_y, sample_z_m=sample_z, warnings=tuple(warnings))
+
+
+def region_of_interest(st: cflags.CSettings, size: DetectorSize) -> tuple:
+    """``-roi`` (xmin, xmax, ymin, ymax) in pixels with unset ends at the detector's edges (xmax = fpixels, as nanoBragg)."""
+    defaults = (0, size.fpixels, 0, size.spixels)
+    roi = tuple(default if value < 0 else value for value, default in zip(st.roi, defaults))
+    if roi[0] > roi[1] or roi[2] > roi[3]:
+        raise InputError(f"-roi: xmin must not exceed xmax, nor ymin ymax (got {' '.join(map(str, st.roi))})")
+    return roi
+
+
+def _detector_warnings(st: cflags.CSettings, setup: DetectorSetup) -> tuple:
+    warnings = []
+    if setup.odet_generated:
+        warnings.append("WARNING: auto-generating odet_vector")
+    if st.pix0_vector is not None:
+        warnings.append(
+            "NOTE: -pix0_vector selects the custom convention but, as in nanoBragg.c, does not move "
+            "the detector: the origin follows from the beam centre, distance and pivot"
+        )
+    return tuple(warnings)
+
+
+def _check_inputs_given(st: cflags.CSettings, model) -> bool:
+    """Refuse a set-up without structure factors or unit cell; True when F come from a cached Fdump.bin."""
+    have_dump = st.hklfilename is None and model is None and os.path.isfile(st.dumpfilename)
+    if st.hklfilename is None and model is None and not have_dump and st.default_F == 0.0:
+        raise InputError("no structure factors: give -hkl FILE (or an Fdump.bin from a previous run) or -default_F")
+    if st.matfilename is None and st.cell[0] == 0.0:
+        raise InputError("no unit cell: give -mat FILE or -cell a b c alpha beta gamma")
+    return have_dump
+
+
+def step_counts(st: cflags.CSettings) -> StepCounts:
+    """Step counts, spans and steps of phi, divergence, dispersion and sensor layers, and the mosaic domains."""
+    warnings = []
+    phi = Steps(*sources.phi_steps(st.phisteps, st.osc, st.phistep))
+    hdiv = sources.resolve_steps(st.hdivsteps, st.hdivrange, st.hdivstep, default_span=1.0)
+    vdiv = sources.resolve_steps(st.vdivsteps, st.vdivrange, st.vdivstep, default_span=1.0)
+    dispersion = sources.resolve_steps(st.dispsteps, st.dispersion, st.dispstep, default_span=1.0)
+    thickness = sources.thickness_steps(st.detector_thicksteps, st.detector_thick, st.detector_thickstep)
+    detector_mu = st.detector_mu
+    if thickness[1] > 0.0 and detector_mu < 0.0:  # the thickness before sanitizing, as nanoBragg
+        detector_mu = 1.0 / thickness[1]
+        warnings.append(f"WARNING: setting detector attenuation depth to {detector_mu:g} m")
+    mosaic_domains, mosaic_spread = _mosaic_domains(st.mosaic_domains, st.mosaic_spread, warnings)
+    return StepCounts(phi=phi, hdiv=Steps(*sources.sanitize(*hdiv)), vdiv=Steps(*sources.sanitize(*vdiv)),
+                      dispersion=Steps(*sources.sanitize(*dispersion)),
+                      thickness=Steps(*sources.sanitize(*thickness)), detector_mu_per_m=detector_mu,
+                      mosaic_domains=mosaic_domains, mosaic_spread_rad=mosaic_spread, warnings=tuple(warnings))
+
+
+def place_detector(st: cflags.CSettings, setup: DetectorSetup):
+    """The detector placed by its pivot, rotations and two-theta: a numpy DetectorFrame (m)."""
+    det_params = detector.DetectorParams(
+        fdet=np.asarray(setup.fdet, np.float64), sdet=np.asarray(setup.sdet, np.float64),
+        odet=np.asarray(setup.odet, np.float64), beam=np.asarray(setup.beam, np.float64),
+        twotheta_axis=np.asarray(setup.twotheta_axis, np.float64),
+        pixel_size_m=np.asarray(st.pixel_size, np.float64),
+        distance_m=np.asarray(st.distance, np.float64),
+        close_distance_m=np.asarray(0.0 if math.isnan(st.close_distance) else st.close_distance, np.float64),
+        beam_fast_m=np.asarray(setup.Fbeam, np.float64), beam_slow_m=np.asarray(setup.Sbeam, np.float64),
+        close_fast_m=np.asarray(setup.Fclose, np.float64), close_slow_m=np.asarray(setup.Sclose, np.float64),
+        rotations_rad=np.asarray([st.detector_rotx, st.detector_roty, st.detector_rotz], np.float64),
+        twotheta_rad=np.asarray(st.detector_twotheta, np.float64),
+    )
+    return _to_numpy(_place_detector(det_params, setup.pivot, not math.isnan(st.close_distance)))
+
+
+def _auto_interpolation(st: cflags.CSettings) -> int:
+    """``-interpolate`` as given, or (not given) tricubic for a crystal of at most 2 cells along an axis."""
+    if st.interpolate > 1:
+        return 1 if st.Na <= 2 or st.Nb <= 2 or st.Nc <= 2 else 0
+    return st.interpolate
+
+
+def crystal_stage(st: cflags.CSettings, misset_seed: int, rng_state: CStatics) -> Crystal:
+    """Orientation (a ``-misset random`` draw from ``rng_state``), unit cell (``-cell`` or the ``-mat`` file) and size.
+
+    Refuses a degenerate cell and a crystal size that makes infinitely many cells.
+    """
+    misset_mode = st.misset_mode
+    misset = list(st.misset_rad)
+    drawn = misset_mode == -1
+    if drawn:
+        misset = [float(x) for x in rng.random_misset(misset_seed, rng_state)]
+        misset_mode = 1
+    misset_rad = np.asarray(misset if misset_mode > 0 else [0.0, 0.0, 0.0], np.float64)
+    cell = volume = None
+    if st.user_cell:
+        cell = np.asarray(completed_cell(st.cell), np.float64)
+        recip, volume = _reciprocal_from_cell(cell)
+    matrix_recip = None
+    if st.matfilename is not None:
+        matrix = matrix_io.read_mosflm_matrix(st.matfilename)
+        recip = matrix_recip = (1e-10 / st.lambda0) * np.asarray(matrix, np.float64).T
+    lattice = _lattice(recip, misset_rad, cell, volume)
+    real_A = np.asarray(lattice.real_A)
+    recip_A = np.asarray(lattice.reciprocal_A)
+    # a degenerate cell: not finite, or an axis whose length in metres (used to size the crystal) is 0
+    if not np.all(np.isfinite(real_A)) or not np.all(np.sum((1e-10 * real_A) ** 2, axis=1) > 0.0):
+        if st.matfilename is not None and _regular(np.asarray(matrix, np.float64)):
+            # the -mat matrix is fine: rescaling it by 1 Å/λ under- or overflowed
+            raise InputError(f"-lambda: a wavelength of {st.lambda0 * 1e10:g} A rescales the -mat orientation "
+                             "matrix to a degenerate cell (its numbers under- or overflow)")
+        raise InputError(f"the unit cell is degenerate (zero volume): check "
+                         f"{'-mat ' + st.matfilename if st.matfilename is not None else '-cell'}")
+    direct, reciprocal = _cell_parameters(lattice.real_A, lattice.reciprocal_A, lattice.volume_A3)
+
+    n_cells = [st.Na, st.Nb, st.Nc]
+    lengths = [math.sqrt(float(np.dot(v, v))) for v in 1e-10 * real_A]
+    for axis, (size, flag) in enumerate(((st.sample_x, "-xtal_thick/-samplesize"), (st.sample_y, "-xtal_width/-samplesize"),
+                                         (st.sample_z, "-xtal_height/-samplesize"))):
+        if size > 0:
+            cells = size / lengths[axis]
+            if not math.isfinite(cells):
+                raise InputError(f"{flag}: a crystal {size * 1000:g} mm across makes an infinite number of unit cells")
+            n_cells[axis] = math.ceil(cells)
+    n_cells = tuple(max(float(n), 1.0) if n > 1.0 else 1.0 for n in n_cells)
+    return Crystal(misset_rad=misset_rad, misset_drawn=drawn, cell=cell, matrix_reciprocal_A=matrix_recip,
+                   real_A=real_A, reciprocal_A=recip_A, volume_A3=float(lattice.volume_A3),
+                   direct=np.asarray(direct), reciprocal=np.asarray(reciprocal), n_cells=n_cells,
+                   size_m=tuple(length * n for length, n in zip(lengths, n_cells)))
+
+
+def oversampling(st: cflags.CSettings, xtal: Crystal, frame) -> Oversampling:
+    """Sub-pixels per side: ``-oversample``, or nanoBragg's recommendation capped at :data:`AUTO_OVERSAMPLE_MAX`.
+
+    Refuses a detector plane that the beam never meets at a finite, nonzero distance.
+    """
+    xtalsize_max = max(xtal.size_m)
+    distance = float(frame.distance_m)
+    if not (math.isfinite(distance) and distance != 0.0):
+        # the beam runs along the detector plane, or the plane passes through the sample:
+        # nanoBragg divides by this distance (its sub-pixel choice) and renders nonsense
+        raise InputError(f"detector geometry: the beam meets the detector plane at distance {distance:g} m "
+                         "(check -beam_vector, -odet_vector, -pix0_vector and the detector rotations)")
+    reciprocal_pixel = st.lambda0 * distance / st.pixel_size
+    recommended = recommended_oversample(xtalsize_max, reciprocal_pixel)
+    auto = st.oversample <= 0
+    oversample = min(recommended, AUTO_OVERSAMPLE_MAX) if auto else st.oversample
+    return Oversampling(oversample=max(oversample, 1), auto_selected=auto, recommended=recommended,
+                        xtal_size_max_m=xtalsize_max, reciprocal_pixel_m=reciprocal_pixel)
+
+
+def _oversampling_warnings(o: Oversampling) -> list:
+    warnings = []
+    if o.auto_selected and o.oversample < o.recommended:
+        warnings.append(f"NOTE: nanoBragg.c would auto-select {o.recommended}-fold oversampling; nbjax caps the "
+                        f"automatic choice at {AUTO_OVERSAMPLE_MAX} (give -oversample to choose more)")
+    if o.oversample < o.recommended:
+        warnings.append(f"WARNING: maximum dimension of sample is {o.xtal_size_max_m * 1e10:g} A")
+        warnings.append(f"         but reciprocal pixel size is {o.reciprocal_pixel_m * 1e10:g} A")
+        warnings.append("         intensity may vary significantly across a pixel!")
+        warnings.append(f"         recommend -oversample {o.recommended} to work around this")
+    return warnings
+
+
+def structure_factors(st: cflags.CSettings, xtal: Crystal, have_dump: bool, hkl_column) -> StructureFactors:
+    """F from ``-hkl`` (any supported format) or from a cached Fdump.bin, or none (``-default_F`` everywhere)."""
+    if st.hklfilename is not None:
+        data = reflections.load_structure_factors(st.hklfilename, column=hkl_column, default_F=st.default_F)
+        return StructureFactors(table=data.table, origin="hkl", path=st.hklfilename, data=data,
+                                fdump=(st.dumpfilename, data.table),  # written by write_fdump_cache() once all is valid
+                                warnings=_structure_factor_warnings(data, st.hklfilename, xtal.direct))
+    if have_dump:
+        return StructureFactors(table=read_fdump(st.dumpfilename), origin="dump", path=st.dumpfilename, data=None,
+                                fdump=None, warnings=())
+    return StructureFactors(table=None, origin=None, path=None, data=None, fdump=None, warnings=())
+
+
+def model_structure_factors(st: cflags.CSettings, model, model_dmin, xtal: Crystal, setup: DetectorSetup, frame,
+                            size: DetectorSize, light: Sources) -> StructureFactors:
+    """F computed from an atomic model, to ``model_dmin`` (Å) or the resolution of the detector's corners."""
+    if model_dmin is None:
+        model_dmin = detector_d_min(frame, size.fpixels, size.spixels, st, setup.beam, light.directions,
+                                    light.wavelengths_m, xtal.reciprocal_A)
+    data = reflections.structure_factors_from_model(model, model_dmin, default_F=st.default_F)
+    return StructureFactors(table=data.table, origin="model", path=model, data=data,
+                            fdump=(st.dumpfilename, data.table),
+                            warnings=_structure_factor_warnings(data, model, xtal.direct))
+
+
+def _ignored_option_notes(st: cflags.CSettings) -> tuple:
+    notes = []
+    if st.stolfilename is not None:
+        notes.append(f"NOTE: {st.stolfilename} is not used: nanoBragg.c reads -stol/-4stol/-Q files but never uses them")
+    if st.coherent:
+        notes.append("NOTE: -coherent has no effect (as in nanoBragg.c)")
+    return tuple(notes)
+
+
+def _refuse_unsupported(st: cflags.CSettings):
+    if st.printout or st.printout_pixel is not None:
+        raise InputError("-printout/-printout_pixel: per-pixel console dumps are not supported; "
+                         "use the Python API (nbjax.experiment / nbjax.renderer.engine) to inspect pixels")
+    if st.stoloutfilename is not None:
+        raise InputError("-stolout: nanoBragg.c never writes this file; nbjax does not either")
+
+
+def source_stage(st: cflags.CSettings, setup: DetectorSetup, steps: StepCounts) -> Sources:
+    """Sources from ``-sourcefile`` or generated from the divergence grid and dispersion steps."""
+    if st.sourcefilename is not None:
+        raw = read_sourcefile(st.sourcefilename)
+        if len(raw) > cflags.MAX_SOURCES:
+            raise InputError(f"-sourcefile: {st.sourcefilename} has {len(raw)} sources; "
+                             f"nbjax allows at most {cflags.MAX_SOURCES}")
+        positions, wavelengths, weights = sources.file_sources(raw, setup.beam, st.lambda0)
+        grid = None
+    else:
+        grid = sources.divergence_grid(*steps.hdiv, *steps.vdiv, st.round_div)
+        vertical, _ = _unitize(_cross(setup.beam, setup.polar))
+        positions, wavelengths = sources.generated_sources(
+            setup.beam, setup.polar, vertical, grid, st.lambda0, steps.dispersion.count, steps.dispersion.step,
+            steps.dispersion.span)
+        weights = np.full(len(wavelengths), 1.0 / max(len(wavelengths), 1))
+    if len(wavelengths) == 0:
+        raise InputError("no X-ray sources (empty divergence grid or source file)")
+    directions = sources.unit_directions(positions)
+    if np.any(~np.isfinite(wavelengths)) or np.any(wavelengths <= 0):
+        raise InputError("source wavelengths must be positive")
+    return Sources(positions_m=positions, directions=directions, wavelengths_m=wavelengths, weights=weights,
+                   divergence_rad=grid)
+
+
+def mosaic_stage(steps: StepCounts, seed: int, rng_state: CStatics):
+    """The mosaic domains' rotations, drawn from ``rng_state`` (:func:`nbjax.physics.rng.mosaic_domains`)."""
+    spread = steps.mosaic_spread_rad
+    if not spread * 16.0 <= FLOAT32_MAX:
+        raise InputError(f"-mosaic: {spread * RTD:g} degrees is too large: nanoBragg draws the domain "
+                         f"rotations in single precision (at most {FLOAT32_MAX / 16 * RTD:.3g} degrees)")
+    return rng.mosaic_domains(spread, steps.mosaic_domains, seed, rng_state)
+
+
+def _structure_factor_warnings(data, path, direct) -> tuple:
+    """The reader's notes; a warning when the file's cell differs from the rendered one by more than 1%."""
+    warnings = list(data.notes)
+    if data.format != "text" and data.cell is not None:
+        rendered = list(direct[:3]) + list(np.asarray(direct[3:]) * RTD)
+        if any(abs(x - y) > 0.01 * abs(y) for x, y in zip(data.cell, rendered)):
+            warnings.append("WARNING: the cell of %s (%s) differs by more than 1%% from the rendered cell (%s)" % (
+                path, " ".join(_g(x) for x in data.cell), " ".join(_g(x) for x in rendered)))
+    return tuple(warnings)
+
+
+def _structure_factor_lines(factors: StructureFactors) -> list:
+    data = factors.data
+    if data is None or data.format == "text":
+        return []
+    what = {"mtz": "MTZ", "mmcif": "SF-mmCIF", "model": "model"}[data.format]
+    return [f"reading {what} {factors.path}: {data.column}, space group {data.spacegroup or 'P 1'}, "
+            f"{data.table.count} reflections in P1"]
+
+
+def summary_lines(stages: Stages) -> tuple:
+    """The lines nanoBragg prints while it sets up, in its order, from the stage results (no computation but formatting)."""
+    st, setup, steps, frame, xtal = stages.settings, stages.detector, stages.steps, stages.frame, stages.crystal
+    factors, light, over = stages.structure_factors, stages.sources, stages.oversampling
+    beam, phi, thickness = setup.beam, steps.phi, steps.thickness
+    log = [f"{setup.convention.value} convention selected.",
+           "pivoting detector around sample" if setup.pivot is Pivot.SAMPLE else
+           "pivoting detector around direct beam spot",
+           "XDS incident beam: " + " ".join(_g(float(np.dot(beam, axis))) for axis in (frame.fdet, frame.sdet, frame.odet))]
+    if st.interpolate > 1:
+        log.append("auto-selected tricubic interpolation of structure factors" if _auto_interpolation(st) else
+                   "auto-selected no interpolation")
+    # crystal
+    if xtal.misset_drawn:
+        log.append("random orientation misset angles: %f %f %f deg" % tuple(x * RTD for x in xtal.misset_rad))
+    if st.matfilename is not None:
+        log.append(f"reading {st.matfilename}")
+    direct, reciprocal = xtal.direct, xtal.reciprocal
+    log.append("Unit Cell: " + " ".join(_g(x) for x in list(direct[:3]) + list(direct[3:] * RTD)))
+    log.append("Recp Cell: " + " ".join(_g(x) for x in list(reciprocal[:3]) + list(reciprocal[3:] * RTD)))
+    log.append(f"volume = {xtal.volume_A3:g} A^3")
+    for title, names, vectors in (("real-space cell vectors (Angstrom):", ("a", "b", "c"), xtal.real_A),
+                                  ("reciprocal-space cell vectors (Angstrom^-1):", ("a_star", "b_star", "c_star"),
+                                   xtal.reciprocal_A)):
+        log.append(title)
+        log.append("     %-10s  %-10s  %-10s" % names)
+        for axis, name in enumerate("XYZ"):
+            log.append("%s: %11.8f %11.8f %11.8f" % (name, vectors[0, axis], vectors[1, axis], vectors[2, axis]))
+    Na, Nb, Nc = xtal.n_cells
+    log.append("crystal is %g x %g x %g microns" % tuple(x * 1e6 for x in xtal.size_m))
+    if over.auto_selected:
+        log.append(f"auto-selected {over.oversample}-fold oversampling")
+    volume_m3 = xtal.size_m[0] * xtal.size_m[1] * xtal.size_m[2]
+    log.append(f"approximate MW = {_g(volume_m3 * 1.2e6 * AVOGADRO / (Na * Nb * Nc))}")
+    # structure factors read from a file
+    if factors.origin == "hkl":
+        log += _structure_factor_lines(factors)
+        log += [f"counting entries in {st.hklfilename}", f"re-reading {st.hklfilename}",
+                f"writing dump file for next time: {factors.fdump[0]}"]
+    elif factors.origin == "dump":
+        log.append(f"reading Fs from {factors.path}")
+    log += [f"thick{t} = {thickness.step * t * 1e6:g} um" for t in range(thickness.count)]
+    log += [f"phi{j} = {value * RTD:g}" for j, value in enumerate(_phi_values(st, phi))]
+    # sources
+    if light.divergence_rad is not None:
+        log += [f"divergence deviation: {h:g} {v:g}" for h, v in light.divergence_rad]
+        disp = steps.dispersion
+        log += ["lambda%d = %.15g" % (k, st.lambda0 * (1.0 + disp.step * k - disp.span / 2.0)) for k in range(disp.count)]
+    log.append(f"  created a total of {len(light.wavelengths_m)} sources:")
+    for p, w, lam in zip(light.positions_m, light.weights, light.wavelengths_m):
+        log.append(f"{_g(p[0])} {_g(p[1])} {_g(p[2])}   {_g(w)} {_g(lam)}")
+    if factors.origin == "model":
+        log += _structure_factor_lines(factors)
+        log.append(f"writing dump file for next time: {factors.fdump[0]}")
+    log.append(f"  created a total of {steps.mosaic_domains} mosaic domains")
+
+    # the summary nanoBragg prints before rendering
+    shape_name = {"round": "ellipsoidal", "square": "parallelpiped", "gauss": "gaussian", "tophat": "tophat-spot"}
+    log.append(f"  {factors.count} initialized hkls (all others ={_g(st.default_F)})")
+    log.append(f"  {shape_name[st.xtal_shape]} xtal: {Na:.0f}x{Nb:.0f}x{Nc:.0f} cells")
+    log.append(f"  wave={_g(st.lambda0)} meters +/- {_g(steps.dispersion.span * 100)}% in {steps.dispersion.count} steps")
+    log.append("  polarization effect disabled" if st.nopolar else f"  Kahn polarization factor: {st.polarization:f}")
+    if st.curved_detector:
+        log.append("  curved detector: all pixels same distance from origin")
+    if st.point_pixel:
+        log.append("  pixel obliquity effect disabled")
+    log.append(f"  incident fluence: {_g(st.fluence)} photons/m^2")
+    log.append(f"  distance={_g(float(frame.distance_m))} detsize={_g(st.detsize_f)}x{_g(st.detsize_s)}  "
+               f"pixel={_g(st.pixel_size)} meters ({stages.size.fpixels}x{stages.size.spixels} pixels)")
+    log.append(f"  sensor is {_g(thickness.span)} m thick in {thickness.count} layers with mu= {_g(steps.detector_mu_per_m)}")
+    log.append(f"  Xbeam={_g(setup.Xbeam)} Ybeam={_g(setup.Ybeam)}")
+    log.append(f"  Fbeam={_g(frame.beam_fast_m)} Sbeam={_g(frame.beam_slow_m)}")
+    log.append(f"  Xclose={_g(setup.Xclose)} Yclose={_g(setup.Yclose)}")
+    log.append(f"  Fclose={_g(frame.close_fast_m)} Sclose={_g(frame.close_slow_m)}")
+    for name, v in (("X", frame.fdet), ("Y", frame.sdet), ("Z", frame.odet)):
+        log.append(f"  DIRECTION_OF_DETECTOR_{name}-AXIS= " + " ".join(_g(x) for x in v))
+    log.append("  INCIDENT_BEAM_DIRECTION= " + " ".join(_g(x) for x in beam))
+    log.append("  spindle ROTATION_AXIS= " + " ".join(_g(x) for x in setup.spindle))
+    log.append("  POLARIZATION_PLANE_NORMAL= " + " ".join(_g(x) for x in _cross(beam, setup.polar)))
+    log.append("  dials origin= " + " ".join(_g(x) for x in frame.dials_origin_mm))
+    roi = stages.roi
+    log.append(f"  roi: {roi[0]} < x < {roi[1]} && {roi[2]} < y < {roi[3]}")
+    log.append(f"  hdivrange={_g(steps.hdiv.span)} hdivstep={_g(steps.hdiv.step)}  radians")
+    log.append(f"  vdivrange={_g(steps.vdiv.span)} vdivstep={_g(steps.vdiv.step)}  radians")
+    log.append(f"  {light.divsteps} divergence steps")
+    log.append(f"  {len(light.wavelengths_m)} sources")
+    log.append(f"  {steps.mosaic_domains} mosaic domains over mosaic spread of {_g(steps.mosaic_spread_rad * RTD)} degrees")
+    log.append(f"  {phi.count} phi steps from {_g(st.phi0 * RTD)} to {_g((st.phi0 + phi.span) * RTD)} degrees")
+    flags = "".join(f" +{n}" for n, on in (("thick", st.oversample_thick), ("polar", st.oversample_polar),
+                                            ("omega", st.oversample_omega)) if on)
+    log.append(f"  {over.oversample}x{over.oversample} pixel oversample steps{flags}")
+    if st.maskfilename is not None:
+        log.append(f"  skipping zero-flagged pixels in {st.maskfilename}")
+    if st.calculate_noise:
+        log += ["", "  noise image paramters:", f"  seed: {stages.noise_seed}",
+                f"  water droplet size: {_g(st.water_size)} m"]
+    return tuple(log)
+
+
+def warning_lines(stages: Stages) -> tuple:
+    """The warnings and notes of the set-up, in the order nanoBragg meets them."""
+    factors = stages.structure_factors
+    from_model = factors.origin == "model"
+    return (*stages.illumination.warnings, *_detector_warnings(stages.settings, stages.detector),
+            *stages.steps.warnings, *_oversampling_warnings(stages.oversampling),
+            *(() if from_model else factors.warnings), *_ignored_option_notes(stages.settings),
+            *(factors.warnings if from_model else ()))
+
+
+def _settings_with(st: cflags.CSettings, **values) -> cflags.CSettings:
+    """A copy of the parsed flags with ``values`` set; the parsed object stays as parsed.
+
+    (``copy.copy``: a tenth of the time ``dataclasses.replace`` takes for CSettings' hundred fields.)
+    """
+    settings = copy.copy(st)
+    for name, value in values.items():
+        setattr(settings, name, value)
+    return settings
+
+
+def _phi_values(st: cflags.CSettings, phi: Steps) -> list:
+    """The rotation angle of each phi step (rad)."""
+    return [st.phi0 + phi.step * j for j in range(phi.count)]
+
+
+# --------------------------------------------------------------------------
 
 
 def build(
@@ -382,370 +1027,74 @@ def build(
     requested float64 becomes JAX's default float (float32), silently.  The
     set-up's own numpy arithmetic never prints floating-point warnings: a
     non-finite result is refused with a line naming the flag instead.
+
+    The stages run in nanoBragg.c's order, so that the first error, the files
+    read and the random numbers drawn are nanoBragg's; their results are kept
+    in ``Experiment.stages``.
     """
     dtype = jax.dtypes.canonicalize_dtype(dtype)
     with np.errstate(all="ignore"):
-        return _build(argv, accumulation=accumulation, phi_carryover=phi_carryover, argument_scan=argument_scan,
-                      interpolation_fallback=interpolation_fallback, dtype=dtype,
-                      evaluation_dtype=evaluation_dtype, block_rows=block_rows, now=now, work_limit=work_limit,
-                      hkl_column=hkl_column, model=model, model_dmin=model_dmin)
+        st, mask_image = parse_args(argv, argument_scan=argument_scan)
+        model_dmin = _check_structure_factor_options(st, hkl_column, model, model_dmin)
+        size = detector_size(st)
+        beam = illumination(st)
+        roi = region_of_interest(st, size)
+        st = _settings_with(st, detsize_f=size.detsize_f_m, detsize_s=size.detsize_s_m,
+                            fluence=beam.fluence_per_m2, sample_y=beam.sample_y_m, sample_z=beam.sample_z_m)
+        setup = detector_setup(st)
+        have_dump = _check_inputs_given(st, model)
+        steps = step_counts(st)
+        frame = place_detector(st, setup)
+        # nanoBragg's default seeds: minus the time in seconds, read once
+        clock = -int(now if now is not None else time.time()) if None in (st.seed, st.misset_seed) else None
+        rng_state = CStatics()  # one random-number state: the misset draw, then the mosaic domains
+        xtal = crystal_stage(st, clock if st.misset_seed is None else st.misset_seed, rng_state)
+        over = oversampling(st, xtal, frame)
+        factors = structure_factors(st, xtal, have_dump, hkl_column)
+        _refuse_unsupported(st)
+        light = source_stage(st, setup, steps)
+        if model is not None:  # needs the detector and the sources: the resolution of its corners
+            factors = model_structure_factors(st, model, model_dmin, xtal, setup, frame, size, light)
+        check_work(pixels=roi_clipped_size(roi, size.fpixels, size.spixels), oversample=over.oversample,
+                   thicksteps=steps.thickness.count, n_sources=len(light.wavelengths_m), phisteps=steps.phi.count,
+                   mosaic_domains=steps.mosaic_domains, limit=work_limit)
+        mosaic = mosaic_stage(steps, st.mosaic_seed, rng_state)
+        water = st.water_size
+        stages = Stages(
+            settings=st, size=size, illumination=beam, roi=roi, detector=setup, steps=steps, frame=frame,
+            interpolate=0 if factors.count == 0 and factors.origin != "model" else _auto_interpolation(st),
+            crystal=xtal, oversampling=over, structure_factors=factors, sources=light, mosaic=mosaic,
+            noise_seed=clock if st.seed is None else st.seed,
+            water_background=(WATER_F * WATER_F * R_E_SQR_M2 * st.fluence * water * water * water * 1e6 * AVOGADRO
+                              / WATER_MW_G_PER_MOL))
+        return _experiment(stages, mask_image, rng_state, accumulation=accumulation, phi_carryover=phi_carryover,
+                           interpolation_fallback=interpolation_fallback, dtype=dtype,
+                           evaluation_dtype=evaluation_dtype, block_rows=block_rows)
 
 
-def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fallback, dtype, evaluation_dtype,
-           block_rows, now, work_limit, hkl_column, model, model_dmin) -> Experiment:
-    st, mask_image = parse_args(argv, argument_scan=argument_scan)
-    log, warnings = [], []
-    model_dmin = _check_structure_factor_options(st, hkl_column, model, model_dmin)
-
-    # ---- detector size, fluence -------------------------------------------------
-    if st.pixel_size <= 0 or not math.isfinite(st.pixel_size):
-        raise InputError("-pixel: pixel size must be positive")
-    if st.fpixels < 0 or st.spixels < 0:
-        raise InputError("-detpixels: pixel counts must not be negative")
-    if st.fpixels:
-        st.detsize_f = st.pixel_size * st.fpixels
-    if st.spixels:
-        st.detsize_s = st.pixel_size * st.spixels
-    fpixels = int(math.ceil(st.detsize_f / st.pixel_size - 0.5))
-    spixels = int(math.ceil(st.detsize_s / st.pixel_size - 0.5))
-    if fpixels <= 0 or spixels <= 0:
-        raise InputError(f"detector has no pixels ({fpixels}x{spixels}): check -detpixels/-detsize/-pixel")
-    if fpixels * spixels > 2**31 - 1:
-        raise InputError(f"detector too large ({fpixels}x{spixels} pixels)")
-    if not (st.lambda0 > 0 and math.isfinite(st.lambda0)):
-        raise InputError("-lambda/-energy: wavelength must be positive and finite")
-
-    if st.flux != 0.0 and st.exposure > 0.0 and st.beamsize >= 0:
-        st.fluence = st.flux * st.exposure / st.beamsize / st.beamsize if st.beamsize > 0 else math.inf
-    if st.beamsize >= 0:
-        if st.beamsize < st.sample_y:
-            warnings.append(f"WARNING: clipping sample ({st.sample_y:g} m high) with beam ({st.beamsize:g} m)")
-            st.sample_y = st.beamsize
-        if st.beamsize < st.sample_z:
-            warnings.append(f"WARNING: clipping sample ({st.sample_z:g} m wide) with beam ({st.beamsize:g} m)")
-            st.sample_z = st.beamsize
-    if not math.isfinite(st.fluence):
-        raise InputError("-flux/-beamsize: the fluence is not finite (beam size 0?)")
-
-    nan = math.isnan
-
-    roi = list(st.roi)
-    if roi[0] < 0:
-        roi[0] = 0
-    if roi[1] < 0:
-        roi[1] = fpixels
-    if roi[2] < 0:
-        roi[2] = 0
-    if roi[3] < 0:
-        roi[3] = spixels
-    if roi[0] > roi[1] or roi[2] > roi[3]:
-        raise InputError(f"-roi: xmin must not exceed xmax, nor ymin ymax (got {' '.join(map(str, st.roi))})")
-
-    # ---- convention ---------------------------------------------------------
-    setup = detector_setup(st)
-    convention, pivot = setup.convention, setup.pivot
-    beam, fdet, sdet, odet = setup.beam, setup.fdet, setup.sdet, setup.odet
-    polar, spindle, twotheta_axis = setup.polar, setup.spindle, setup.twotheta_axis
-    Xbeam, Ybeam, Xclose, Yclose = setup.Xbeam, setup.Ybeam, setup.Xclose, setup.Yclose
-    Fbeam, Sbeam, Fclose, Sclose = setup.Fbeam, setup.Sbeam, setup.Fclose, setup.Sclose
-    if setup.odet_generated:
-        warnings.append("WARNING: auto-generating odet_vector")
-    vertical, _ = _unitize(_cross(beam, polar))
-    if st.pix0_vector is not None:
-        warnings.append(
-            "NOTE: -pix0_vector selects the custom convention but, as in nanoBragg.c, does not move "
-            "the detector: the origin follows from the beam centre, distance and pivot"
-        )
-
-    # ---- structure factor source check ------------------------------------------
-    dump_path = st.dumpfilename
-    have_dump = st.hklfilename is None and model is None and os.path.isfile(dump_path)
-    if st.hklfilename is None and model is None and not have_dump and st.default_F == 0.0:
-        raise InputError("no structure factors: give -hkl FILE (or an Fdump.bin from a previous run) or -default_F")
-    if st.matfilename is None and st.cell[0] == 0.0:
-        raise InputError("no unit cell: give -mat FILE or -cell a b c alpha beta gamma")
-
-    # ---- step auto-selection -----------------------------------------------------
-    phisteps, osc, phistep = sources.phi_steps(st.phisteps, st.osc, st.phistep)
-    hdivsteps, hdivrange, hdivstep = sources.resolve_steps(st.hdivsteps, st.hdivrange, st.hdivstep, default_span=1.0)
-    vdivsteps, vdivrange, vdivstep = sources.resolve_steps(st.vdivsteps, st.vdivrange, st.vdivstep, default_span=1.0)
-    dispsteps, dispersion, dispstep = sources.resolve_steps(st.dispsteps, st.dispersion, st.dispstep, default_span=1.0)
-    thicksteps, thick, thickstep = sources.thickness_steps(st.detector_thicksteps, st.detector_thick, st.detector_thickstep)
-    detector_mu = st.detector_mu
-    if thick > 0.0 and detector_mu < 0.0:
-        detector_mu = 1.0 / thick
-        warnings.append(f"WARNING: setting detector attenuation depth to {detector_mu:g} m")
-    mosaic_domains, mosaic_spread = _mosaic_domains(st.mosaic_domains, st.mosaic_spread, warnings)
-    hdivsteps, hdivrange, hdivstep = sources.sanitize(hdivsteps, hdivrange, hdivstep)
-    vdivsteps, vdivrange, vdivstep = sources.sanitize(vdivsteps, vdivrange, vdivstep)
-    dispsteps, dispersion, dispstep = sources.sanitize(dispsteps, dispersion, dispstep)
-    thicksteps, thick, thickstep = sources.sanitize(thicksteps, thick, thickstep)
-
-    log.append(f"{convention.value} convention selected.")
-
-    # ---- detector placement -----------------------------------------------------
-    det_params = detector.DetectorParams(
-        fdet=np.asarray(fdet, np.float64), sdet=np.asarray(sdet, np.float64),
-        odet=np.asarray(odet, np.float64), beam=np.asarray(beam, np.float64),
-        twotheta_axis=np.asarray(twotheta_axis, np.float64),
-        pixel_size_m=np.asarray(st.pixel_size, np.float64),
-        distance_m=np.asarray(st.distance, np.float64),
-        close_distance_m=np.asarray(0.0 if nan(st.close_distance) else st.close_distance, np.float64),
-        beam_fast_m=np.asarray(Fbeam, np.float64), beam_slow_m=np.asarray(Sbeam, np.float64),
-        close_fast_m=np.asarray(Fclose, np.float64), close_slow_m=np.asarray(Sclose, np.float64),
-        rotations_rad=np.asarray([st.detector_rotx, st.detector_roty, st.detector_rotz], np.float64),
-        twotheta_rad=np.asarray(st.detector_twotheta, np.float64),
-    )
-    frame = _place_detector(det_params, pivot, not nan(st.close_distance))
-    frame = _to_numpy(frame)
-    log.append("pivoting detector around sample" if pivot is Pivot.SAMPLE else "pivoting detector around direct beam spot")
-    xds_beam = [float(np.dot(beam, frame.fdet)), float(np.dot(beam, frame.sdet)), float(np.dot(beam, frame.odet))]
-    log.append("XDS incident beam: " + " ".join(_g(x) for x in xds_beam))
-
-    interpolate = st.interpolate
-    if interpolate > 1:
-        if st.Na <= 2 or st.Nb <= 2 or st.Nc <= 2:
-            log.append("auto-selected tricubic interpolation of structure factors")
-            interpolate = 1
-        else:
-            log.append("auto-selected no interpolation")
-            interpolate = 0
-
-    # ---- unit cell and orientation ------------------------------------------------
-    rng_state = CStatics()
-    misset_mode = st.misset_mode
-    misset = list(st.misset_rad)
-    seed = st.seed if st.seed is not None else -int(now if now is not None else time.time())
-    misset_seed = st.misset_seed if st.misset_seed is not None else -int(now if now is not None else time.time())
-    if misset_mode == -1:
-        misset = [float(x) for x in rng.random_misset(misset_seed, rng_state)]
-        log.append("random orientation misset angles: %f %f %f deg" % tuple(x * RTD for x in misset))
-        misset_mode = 1
-    misset_rad = np.asarray(misset if misset_mode > 0 else [0.0, 0.0, 0.0], np.float64)
-    cell = None
-    if st.user_cell:
-        cell = np.asarray(completed_cell(st.cell), np.float64)
-        recip, volume = _reciprocal_from_cell(cell)
-    matrix_recip = None
-    if st.matfilename is not None:
-        log.append(f"reading {st.matfilename}")
-        matrix = matrix_io.read_mosflm_matrix(st.matfilename)
-        recip = matrix_recip = (1e-10 / st.lambda0) * np.asarray(matrix, np.float64).T
-    lattice = _lattice(recip, misset_rad, cell, volume if cell is not None else None)
-    real_A = np.asarray(lattice.real_A)
-    recip_A = np.asarray(lattice.reciprocal_A)
-    # a degenerate cell: not finite, or an axis whose length in metres (used to size the crystal) is 0
-    if not np.all(np.isfinite(real_A)) or not np.all(np.sum((1e-10 * real_A) ** 2, axis=1) > 0.0):
-        if st.matfilename is not None and _regular(np.asarray(matrix, np.float64)):
-            # the -mat matrix is fine: rescaling it by 1 Å/λ under- or overflowed
-            raise InputError(f"-lambda: a wavelength of {st.lambda0 * 1e10:g} A rescales the -mat orientation "
-                             "matrix to a degenerate cell (its numbers under- or overflow)")
-        raise InputError(f"the unit cell is degenerate (zero volume): check "
-                         f"{'-mat ' + st.matfilename if st.matfilename is not None else '-cell'}")
-    direct, reciprocal = _cell_parameters(lattice.real_A, lattice.reciprocal_A, lattice.volume_A3)
-    direct, reciprocal = np.asarray(direct), np.asarray(reciprocal)
-    log.append("Unit Cell: " + " ".join(_g(x) for x in list(direct[:3]) + list(direct[3:] * RTD)))
-    log.append("Recp Cell: " + " ".join(_g(x) for x in list(reciprocal[:3]) + list(reciprocal[3:] * RTD)))
-    log.append(f"volume = {float(lattice.volume_A3):g} A^3")
-    log.append("real-space cell vectors (Angstrom):")
-    log.append("     %-10s  %-10s  %-10s" % ("a", "b", "c"))
-    for axis, name in enumerate("XYZ"):
-        log.append("%s: %11.8f %11.8f %11.8f" % (name, real_A[0, axis], real_A[1, axis], real_A[2, axis]))
-    log.append("reciprocal-space cell vectors (Angstrom^-1):")
-    log.append("     %-10s  %-10s  %-10s" % ("a_star", "b_star", "c_star"))
-    for axis, name in enumerate("XYZ"):
-        log.append("%s: %11.8f %11.8f %11.8f" % (name, recip_A[0, axis], recip_A[1, axis], recip_A[2, axis]))
-    cell_m = 1e-10 * real_A
-
-    # ---- crystal size, oversampling -------------------------------------------------
-    Na, Nb, Nc = st.Na, st.Nb, st.Nc
-    lengths = [math.sqrt(float(np.dot(v, v))) for v in cell_m]
-    for axis, (size, flag) in enumerate(((st.sample_x, "-xtal_thick/-samplesize"), (st.sample_y, "-xtal_width/-samplesize"),
-                                         (st.sample_z, "-xtal_height/-samplesize"))):
-        if size > 0:
-            cells = size / lengths[axis]
-            if not math.isfinite(cells):
-                raise InputError(f"{flag}: a crystal {size * 1000:g} mm across makes an infinite number of unit cells")
-            if axis == 0:
-                Na = math.ceil(cells)
-            elif axis == 1:
-                Nb = math.ceil(cells)
-            else:
-                Nc = math.ceil(cells)
-    Na, Nb, Nc = (max(float(n), 1.0) if n > 1.0 else 1.0 for n in (Na, Nb, Nc))
-    xtal = [lengths[0] * Na, lengths[1] * Nb, lengths[2] * Nc]
-    log.append("crystal is %g x %g x %g microns" % tuple(x * 1e6 for x in xtal))
-    xtalsize_max = max(xtal)
-    distance = float(frame.distance_m)
-    if not (math.isfinite(distance) and distance != 0.0):
-        # the beam runs along the detector plane, or the plane passes through the sample:
-        # nanoBragg divides by this distance (its sub-pixel choice) and renders nonsense
-        raise InputError(f"detector geometry: the beam meets the detector plane at distance {distance:g} m "
-                         "(check -beam_vector, -odet_vector, -pix0_vector and the detector rotations)")
-    reciprocal_pixel = st.lambda0 * distance / st.pixel_size
-    recommended = recommended_oversample(xtalsize_max, reciprocal_pixel)
-    oversample = st.oversample
-    if oversample <= 0:
-        oversample = min(recommended, AUTO_OVERSAMPLE_MAX)
-        log.append(f"auto-selected {oversample}-fold oversampling")
-        if oversample < recommended:
-            warnings.append(f"NOTE: nanoBragg.c would auto-select {recommended}-fold oversampling; nbjax caps the "
-                            f"automatic choice at {AUTO_OVERSAMPLE_MAX} (give -oversample to choose more)")
-    if oversample < recommended:
-        warnings.append(f"WARNING: maximum dimension of sample is {xtalsize_max * 1e10:g} A")
-        warnings.append(f"         but reciprocal pixel size is {reciprocal_pixel * 1e10:g} A")
-        warnings.append("         intensity may vary significantly across a pixel!")
-        warnings.append(f"         recommend -oversample {recommended} to work around this")
-
-    volume_m3 = xtal[0] * xtal[1] * xtal[2]
-    log.append(f"approximate MW = {_g(volume_m3 * 1.2e6 * AVOGADRO / (Na * Nb * Nc))}")
-
-    # ---- structure factors ---------------------------------------------------------
-    table = None
-    fdump = None
-    if st.hklfilename is not None:
-        data = reflections.load_structure_factors(st.hklfilename, column=hkl_column, default_F=st.default_F)
-        table = data.table
-        _log_structure_factors(data, st.hklfilename, direct, log, warnings)
-        log.append(f"counting entries in {st.hklfilename}")
-        log.append(f"re-reading {st.hklfilename}")
-        fdump = (dump_path, table)  # written by write_fdump_cache() once everything is valid
-        log.append(f"writing dump file for next time: {dump_path}")
-    elif have_dump:
-        log.append(f"reading Fs from {dump_path}")
-        table = read_fdump(dump_path)
-    hkls = table.count if table is not None else 0
-    if hkls == 0 and model is None:
-        interpolate = 0
-
-    if st.stolfilename is not None:
-        warnings.append(f"NOTE: {st.stolfilename} is not used: nanoBragg.c reads -stol/-4stol/-Q files but never uses them")
-    if st.coherent:
-        warnings.append("NOTE: -coherent has no effect (as in nanoBragg.c)")
-    if st.printout or st.printout_pixel is not None:
-        raise InputError("-printout/-printout_pixel: per-pixel console dumps are not supported; "
-                         "use the Python API (nbjax.experiment / nbjax.renderer.engine) to inspect pixels")
-    if st.stoloutfilename is not None:
-        raise InputError("-stolout: nanoBragg.c never writes this file; nbjax does not either")
-
-    for t in range(thicksteps):
-        log.append(f"thick{t} = {thickstep * t * 1e6:g} um")
-    phi_values = [st.phi0 + phistep * j for j in range(phisteps)]
-    for j, phi in enumerate(phi_values):
-        log.append(f"phi{j} = {phi * RTD:g}")
-
-    # ---- sources ---------------------------------------------------------------------
-    if st.sourcefilename is not None:
-        raw = read_sourcefile(st.sourcefilename)
-        if len(raw) > cflags.MAX_SOURCES:
-            raise InputError(f"-sourcefile: {st.sourcefilename} has {len(raw)} sources; "
-                             f"nbjax allows at most {cflags.MAX_SOURCES}")
-        positions, wavelengths, weights = sources.file_sources(raw, beam, st.lambda0)
-        divsteps = -1
-    else:
-        grid = sources.divergence_grid(hdivsteps, hdivrange, hdivstep, vdivsteps, vdivrange, vdivstep, st.round_div)
-        for h, v in grid:
-            log.append(f"divergence deviation: {h:g} {v:g}")
-        for k in range(dispsteps):
-            log.append("lambda%d = %.15g" % (k, st.lambda0 * (1.0 + dispstep * k - dispersion / 2.0)))
-        positions, wavelengths = sources.generated_sources(
-            beam, polar, vertical, grid, st.lambda0, dispsteps, dispstep, dispersion)
-        weights = np.full(len(wavelengths), 1.0 / max(len(wavelengths), 1))
-        divsteps = len(grid)
-    n_sources = len(wavelengths)
-    if n_sources == 0:
-        raise InputError("no X-ray sources (empty divergence grid or source file)")
-    log.append(f"  created a total of {n_sources} sources:")
-    for p, w, lam in zip(positions, weights, wavelengths):
-        log.append(f"{_g(p[0])} {_g(p[1])} {_g(p[2])}   {_g(w)} {_g(lam)}")
-    directions = sources.unit_directions(positions)
-    if np.any(~np.isfinite(wavelengths)) or np.any(wavelengths <= 0):
-        raise InputError("source wavelengths must be positive")
-    if model is not None:  # needs the detector and the sources: the resolution of its corners
-        if model_dmin is None:
-            model_dmin = detector_d_min(frame, fpixels, spixels, st, beam, directions, wavelengths, recip_A)
-        data = reflections.structure_factors_from_model(model, model_dmin, default_F=st.default_F)
-        table = data.table
-        _log_structure_factors(data, model, direct, log, warnings)
-        hkls = table.count
-        fdump = (dump_path, table)
-        log.append(f"writing dump file for next time: {dump_path}")
-
-    if oversample <= 0:
-        oversample = 1
-    check_work(pixels=roi_clipped_size(roi, fpixels, spixels), oversample=oversample, thicksteps=thicksteps,
-               n_sources=n_sources, phisteps=phisteps, mosaic_domains=mosaic_domains, limit=work_limit)
-
-    # ---- mosaic domains ---------------------------------------------------------------
-    if not mosaic_spread * 16.0 <= FLOAT32_MAX:
-        raise InputError(f"-mosaic: {mosaic_spread * RTD:g} degrees is too large: nanoBragg draws the domain "
-                         f"rotations in single precision (at most {FLOAT32_MAX / 16 * RTD:.3g} degrees)")
-    domains = rng.mosaic_domains(mosaic_spread, mosaic_domains, st.mosaic_seed, rng_state)
-    umats = domains.umats
-    log.append(f"  created a total of {mosaic_domains} mosaic domains")
-    if oversample <= 0:
-        oversample = 1
-
-    # ---- water background ---------------------------------------------------------------
-    water = st.water_size
-    background = WATER_F * WATER_F * R_E_SQR_M2 * st.fluence * water * water * water * 1e6 * AVOGADRO / WATER_MW_G_PER_MOL
-
-    # ---- summary lines (nanoBragg prints these before rendering) ------------------------
-    shape_name = {"round": "ellipsoidal", "square": "parallelpiped", "gauss": "gaussian", "tophat": "tophat-spot"}
-    log.append(f"  {hkls} initialized hkls (all others ={_g(st.default_F)})")
-    log.append(f"  {shape_name[st.xtal_shape]} xtal: {Na:.0f}x{Nb:.0f}x{Nc:.0f} cells")
-    log.append(f"  wave={_g(st.lambda0)} meters +/- {_g(dispersion * 100)}% in {dispsteps} steps")
-    log.append("  polarization effect disabled" if st.nopolar else f"  Kahn polarization factor: {st.polarization:f}")
-    if st.curved_detector:
-        log.append("  curved detector: all pixels same distance from origin")
-    if st.point_pixel:
-        log.append("  pixel obliquity effect disabled")
-    log.append(f"  incident fluence: {_g(st.fluence)} photons/m^2")
-    log.append(f"  distance={_g(distance)} detsize={_g(st.detsize_f)}x{_g(st.detsize_s)}  pixel={_g(st.pixel_size)} meters ({fpixels}x{spixels} pixels)")
-    log.append(f"  sensor is {_g(thick)} m thick in {thicksteps} layers with mu= {_g(detector_mu)}")
-    log.append(f"  Xbeam={_g(Xbeam)} Ybeam={_g(Ybeam)}")
-    log.append(f"  Fbeam={_g(frame.beam_fast_m)} Sbeam={_g(frame.beam_slow_m)}")
-    log.append(f"  Xclose={_g(Xclose)} Yclose={_g(Yclose)}")
-    log.append(f"  Fclose={_g(frame.close_fast_m)} Sclose={_g(frame.close_slow_m)}")
-    for name, v in (("X", frame.fdet), ("Y", frame.sdet), ("Z", frame.odet)):
-        log.append(f"  DIRECTION_OF_DETECTOR_{name}-AXIS= " + " ".join(_g(x) for x in v))
-    log.append("  INCIDENT_BEAM_DIRECTION= " + " ".join(_g(x) for x in beam))
-    log.append("  spindle ROTATION_AXIS= " + " ".join(_g(x) for x in spindle))
-    log.append("  POLARIZATION_PLANE_NORMAL= " + " ".join(_g(x) for x in _cross(beam, polar)))
-    log.append("  dials origin= " + " ".join(_g(x) for x in frame.dials_origin_mm))
-    log.append(f"  roi: {roi[0]} < x < {roi[1]} && {roi[2]} < y < {roi[3]}")
-    log.append(f"  hdivrange={_g(hdivrange)} hdivstep={_g(hdivstep)}  radians")
-    log.append(f"  vdivrange={_g(vdivrange)} vdivstep={_g(vdivstep)}  radians")
-    log.append(f"  {divsteps} divergence steps")
-    log.append(f"  {n_sources} sources")
-    log.append(f"  {mosaic_domains} mosaic domains over mosaic spread of {_g(mosaic_spread * RTD)} degrees")
-    log.append(f"  {phisteps} phi steps from {_g(st.phi0 * RTD)} to {_g((st.phi0 + osc) * RTD)} degrees")
-    flags = "".join(f" +{n}" for n, on in (("thick", st.oversample_thick), ("polar", st.oversample_polar),
-                                            ("omega", st.oversample_omega)) if on)
-    log.append(f"  {oversample}x{oversample} pixel oversample steps{flags}")
-    if st.maskfilename is not None:
-        log.append(f"  skipping zero-flagged pixels in {st.maskfilename}")
-
-    # ---- mask ----------------------------------------------------------------------------
+def _experiment(stages: Stages, mask_image, rng_state, *, accumulation, phi_carryover, interpolation_fallback, dtype,
+                evaluation_dtype, block_rows) -> Experiment:
+    """The Experiment made of the stage results: mask, render configuration, scene, header values and outputs."""
+    st, size, steps, frame, xtal = stages.settings, stages.size, stages.steps, stages.frame, stages.crystal
+    fpixels, spixels, roi = size.fpixels, size.spixels, stages.roi
+    table, light, oversample = stages.structure_factors.table, stages.sources, stages.oversampling.oversample
     mask = None
     if mask_image is not None:
         if mask_image.data.shape != (spixels, fpixels):
             raise InputError(
                 f"{st.maskfilename}: mask is {mask_image.width}x{mask_image.height} pixels but the detector is {fpixels}x{spixels}")
         mask = np.asarray(mask_image.data)
-
-    # ---- static configuration ----------------------------------------------------------------
     roi_clipped = (roi[0], min(roi[1], fpixels - 1), roi[2], min(roi[3], spixels - 1))
     if roi_clipped[0] > roi_clipped[1] or roi_clipped[2] > roi_clipped[3]:
         raise InputError("-roi: the region lies outside the detector")
-    hkl_min = table.hkl_min if table is not None else (0, 0, 0)
-    hkl_max = table.hkl_max if table is not None else (0, 0, 0)
+    phi_values = _phi_values(st, steps.phi)
+    n_sources, thickness = len(light.wavelengths_m), steps.thickness
     config = RenderConfig(
         fpixels=fpixels,
         spixels=spixels,
         roi=None if roi_clipped == (0, fpixels - 1, 0, spixels - 1) else roi_clipped,
         oversample=oversample,
-        thicksteps=thicksteps,
+        thicksteps=thickness.count,
         shape=st.xtal_shape,
         nopolar=st.nopolar,
         point_pixel=st.point_pixel,
@@ -753,41 +1102,41 @@ def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fa
         oversample_thick=st.oversample_thick,
         oversample_polar=st.oversample_polar,
         oversample_omega=st.oversample_omega,
-        has_thickness=thick != 0.0,
-        has_water=water != 0.0,
+        has_thickness=thickness.span != 0.0,
+        has_water=st.water_size != 0.0,
         has_dmin=st.dmin > 0.0,
-        has_hkls=hkls > 0,
-        hkl_min=tuple(int(x) for x in hkl_min),
-        hkl_max=tuple(int(x) for x in hkl_max),
-        interpolate=bool(interpolate),
+        has_hkls=stages.structure_factors.count > 0,
+        hkl_min=tuple(int(x) for x in table.hkl_min) if table is not None else (0, 0, 0),
+        hkl_max=tuple(int(x) for x in table.hkl_max) if table is not None else (0, 0, 0),
+        interpolate=bool(stages.interpolate),
         interpolation_fallback=interpolation_fallback,
         accumulation=accumulation,
         phi_carryover=phi_carryover,
         phi_zero=tuple(phi == 0.0 for phi in phi_values),
         evaluation_dtype=evaluation_dtype,
-        block_rows=block_rows or default_block_rows(roi_clipped, oversample, thicksteps, n_sources,
-                                                    phisteps * mosaic_domains),
+        block_rows=block_rows or default_block_rows(roi_clipped, oversample, thickness.count, n_sources,
+                                                    steps.phi.count * steps.mosaic_domains),
     )
-    if table is not None:
-        values = np.asarray(table.values)[:-1, :-1, :-1]
-    else:
-        values = np.zeros((1, 1, 1))
-    as_dtype = lambda x: jnp.asarray(x, dtype)
+    values = np.asarray(table.values)[:-1, :-1, :-1] if table is not None else np.zeros((1, 1, 1))
+    as_dtype = lambda x: np.asarray(x, dtype)  # as jnp.asarray converts a host value, then one transfer
     scene = Scene(
         pix0_m=as_dtype(frame.pix0_m), fdet=as_dtype(frame.fdet), sdet=as_dtype(frame.sdet), odet=as_dtype(frame.odet),
         pixel_size_m=as_dtype(st.pixel_size), close_distance_m=as_dtype(frame.close_distance_m),
-        distance_m=as_dtype(frame.distance_m), beam=as_dtype(beam),
-        layer_thickness_m=as_dtype(thickstep), mu_per_m=as_dtype(detector_mu),
-        incident=as_dtype(-directions), wavelength_m=as_dtype(wavelengths),
-        polar_axis=as_dtype(polar), kahn_factor=as_dtype(st.polarization),
-        fluence=as_dtype(st.fluence), background_I=as_dtype(background), dmin_m=as_dtype(st.dmin),
-        cell_m=as_dtype(cell_m), reciprocal_A=as_dtype(recip_A),
-        n_cells=as_dtype([Na, Nb, Nc]), fudge=as_dtype(st.fudge),
-        spindle=as_dtype(spindle), phi_rad=as_dtype(phi_values), mosaic_umats=as_dtype(umats),
-        F_table=as_dtype(values), default_F=as_dtype(st.default_F),
+        distance_m=as_dtype(frame.distance_m), beam=as_dtype(stages.detector.beam),
+        layer_thickness_m=as_dtype(thickness.step), mu_per_m=as_dtype(steps.detector_mu_per_m),
+        incident=as_dtype(-light.directions), wavelength_m=as_dtype(light.wavelengths_m),
+        polar_axis=as_dtype(stages.detector.polar), kahn_factor=as_dtype(st.polarization),
+        fluence=as_dtype(st.fluence), background_I=as_dtype(stages.water_background), dmin_m=as_dtype(st.dmin),
+        cell_m=as_dtype(1e-10 * xtal.real_A), reciprocal_A=as_dtype(xtal.reciprocal_A),
+        n_cells=as_dtype(list(xtal.n_cells)), fudge=as_dtype(st.fudge),
+        spindle=as_dtype(stages.detector.spindle), phi_rad=as_dtype(phi_values),
+        mosaic_umats=as_dtype(stages.mosaic.umats), F_table=as_dtype(values), default_F=as_dtype(st.default_F),
     )
+    scene = jax.device_put(scene)  # uncommitted, on the default device, like jnp.asarray
+    Xbeam, Ybeam = stages.detector.Xbeam, stages.detector.Ybeam
     header = dict(
-        fpixels=fpixels, spixels=spixels, pixel_size_mm=st.pixel_size * 1000.0, distance_mm=distance * 1000.0,
+        fpixels=fpixels, spixels=spixels, pixel_size_mm=st.pixel_size * 1000.0,
+        distance_mm=float(frame.distance_m) * 1000.0,
         wavelength_A=st.lambda0 * 1e10, beam_center_x_mm=Xbeam * 1000.0, beam_center_y_mm=Ybeam * 1000,
         adxv_center_x_mm=float(frame.beam_fast_m) * 1000.0,
         adxv_center_y_mm=(st.detsize_s - float(frame.beam_slow_m)) * 1000,
@@ -798,12 +1147,12 @@ def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fa
         dials_origin_mm=tuple(float(x) for x in frame.dials_origin_mm),
         xds_orgx=float(frame.xds_orgx), xds_orgy=float(frame.xds_orgy),
         close_distance_mm=float(frame.close_distance_m) * 1000.0,
-        phi_deg=st.phi0 * RTD, osc_start_deg=st.phi0 * RTD, osc_range_deg=osc * RTD,
+        phi_deg=st.phi0 * RTD, osc_start_deg=st.phi0 * RTD, osc_range_deg=steps.phi.span * RTD,
         twotheta_deg=st.detector_twotheta * RTD,
         roi=tuple(roi), oversample=oversample, pixel_size_m=st.pixel_size,
         steps=n_steps(scene, config),
-        interpolate=bool(interpolate),
-        sensor_thickness_m=float(thick),  # after the step rules; 0 = no sensor depth
+        interpolate=bool(stages.interpolate),
+        sensor_thickness_m=float(thickness.span),  # after the step rules; 0 = no sensor depth
     )
     outputs = Outputs(
         floatfile=st.floatfilename,
@@ -813,18 +1162,15 @@ def _build(argv, *, accumulation, phi_carryover, argument_scan, interpolation_fa
         intfile_scale=st.intfile_scale,
         pgm_scale=st.pgm_scale,
         adc_offset=st.adc_offset,
-        noise_seed=seed,
+        noise_seed=stages.noise_seed,
     )
-    if st.calculate_noise:
-        log.append("")
-        log.append("  noise image paramters:")
-        log.append(f"  seed: {seed}")
-        log.append(f"  water droplet size: {_g(water)} m")
-    return Experiment(scene=scene, config=config, mask=mask, outputs=outputs, log=tuple(log),
-                      header=header, rng_state=rng_state, warnings=tuple(warnings), notes=tuple(st.notes),
-                      fdump=fdump, settings=st, detector_setup=setup,
-                      crystal_setup=CrystalSetup(misset_rad=misset_rad, cell=cell, matrix_reciprocal_A=matrix_recip,
-                                                 mosaic=domains, mosaic_spread_rad=float(mosaic_spread)))
+    return Experiment(scene=scene, config=config, mask=mask, outputs=outputs, log=summary_lines(stages),
+                      header=header, rng_state=rng_state, warnings=warning_lines(stages), notes=tuple(st.notes),
+                      fdump=stages.structure_factors.fdump, settings=st, detector_setup=stages.detector,
+                      crystal_setup=CrystalSetup(misset_rad=xtal.misset_rad, cell=xtal.cell,
+                                                 matrix_reciprocal_A=xtal.matrix_reciprocal_A, mosaic=stages.mosaic,
+                                                 mosaic_spread_rad=float(steps.mosaic_spread_rad)),
+                      stages=stages)
 
 
 def _check_structure_factor_options(st, hkl_column, model, model_dmin):
@@ -884,23 +1230,6 @@ def detector_d_min(frame, fpixels, spixels, st, beam, directions, wavelengths, r
         inv_d = min(inv_d, 1e-10 / st.dmin)
     inv_d += 2.0 * float(np.max(np.linalg.norm(recip_A, axis=1)))
     return 1.0 / inv_d
-
-
-def _log_structure_factors(data, path, direct, log, warnings):
-    """Log lines for F read from MTZ/mmCIF or a model; warn when its cell differs from the rendered one."""
-    for note in data.notes:
-        warnings.append(note)
-    if data.format == "text":
-        return
-    what = {"mtz": "MTZ", "mmcif": "SF-mmCIF", "model": "model"}[data.format]
-    log.append(f"reading {what} {path}: {data.column}, space group {data.spacegroup or 'P 1'}, "
-               f"{data.table.count} reflections in P1")
-    if data.cell is None:
-        return
-    rendered = list(direct[:3]) + list(np.asarray(direct[3:]) * RTD)
-    if any(abs(x - y) > 0.01 * abs(y) for x, y in zip(data.cell, rendered)):
-        warnings.append("WARNING: the cell of %s (%s) differs by more than 1%% from the rendered cell (%s)" % (
-            path, " ".join(_g(x) for x in data.cell), " ".join(_g(x) for x in rendered)))
 
 
 def memory_summary(exp: Experiment) -> str:
