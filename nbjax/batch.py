@@ -23,10 +23,22 @@ every image of the batch (:func:`nbjax.renderer.engine.initial_carry` inside the
 Structure-factor files are read once per batch
 (:func:`nbjax.io.hkl.memoized_tables`).
 
+Speed.  The per-image work outside the render is kept small: the jobs are
+set up with host (numpy) scene arrays (:func:`nbjax.experiment.host_scene_arrays`),
+stacked per chunk and sent to the device once; structure-factor files are read
+once; a line that only sets ``-phi`` or ``-misset`` takes its output names
+from one parse of the common flags; the batched renderer
+(:func:`nbjax.renderer.sharding.mapped_render`) comes from the export cache
+(:func:`nbjax.renderer.aot.render_mapped`) when a cache folder is given,
+instead of being traced; and the next chunk is dispatched before the
+previous chunk's images are handed out, so writing them overlaps the render.
+
 Memory.  A render holds one row block (about 2^17 pixels, see
 :func:`nbjax.experiment.default_block_rows`) of every image in flight, so the
 default batch size is ``2^19 / block pixels`` (at least 1): 32 images of
-128x128, 4 of 512x512 or of a full 6M detector.
+128x128, 4 of 512x512 or of a full 6M detector.  Besides the chunk being
+rendered, the finished images of the previous chunk are held while they are
+written (two chunks' images, float32, at most).
 
 Series and stills.  :func:`series_lines` makes the lines of a rotation series
 (frame i: ``-phi phi0 + (i-1)*osc``, each frame spanning ``-osc`` in
@@ -382,25 +394,6 @@ def _shared(leaves) -> bool:
     return np.size(first) > SMALL_LEAF and all(x is first for x in leaves[1:])
 
 
-_VMAPPED = {}
-
-
-def _vmapped_renderer(cfg, has_mask, axes_leaves, treedef):
-    import jax
-
-    from nbjax.renderer import engine
-
-    key = (cfg, has_mask, axes_leaves, treedef)
-    if key not in _VMAPPED:
-        axes = jax.tree_util.tree_unflatten(treedef, list(axes_leaves))
-
-        def one(scene, mask):
-            return engine.render_core(scene, cfg, mask if has_mask else None)
-
-        _VMAPPED[key] = jax.jit(jax.vmap(one, in_axes=(axes, None)))
-    return _VMAPPED[key]
-
-
 def _batched_leaves(experiments) -> tuple:
     """Per scene leaf: does it get a batch axis (all but large leaves shared by every scene of the group)."""
     import jax
@@ -438,9 +431,10 @@ def _dispatch_chunk(experiments, batch_size, varies, shared, mask, cache_dir):
     axes = tuple(0 if v else None for v in varies)
     batched = jax.tree_util.tree_unflatten(treedef, leaves)
     out = aot.render_mapped(batched, axes, first.config, mask, cache_dir=cache_dir)
-    if out is None:
-        run = _vmapped_renderer(first.config, mask is not None, axes, treedef)
-        out = run(batched, mask if mask is not None else np.zeros((1, 1), bool))
+    if out is None:  # no export cache: traced (once per configuration and shapes)
+        from nbjax.renderer import sharding
+
+        out = sharding.render_batch(batched, first.config, mask, devices=jax.local_devices()[:1], axes=axes)
 
     def collect():
         fields = jax.tree_util.tree_map(np.asarray, tuple(out))

@@ -54,15 +54,13 @@ def _signature(tree) -> tuple:
 
 def _flat_renderer(treedef, cfg, has_mask, axes=None):
     """``render_core`` on flat scene leaves; with ``axes`` (one 0/None per leaf) mapped over a batch axis."""
-    def one(scene, mask):
-        return tuple(engine.render_core(scene, cfg, mask if has_mask else None))
+    from nbjax.renderer import sharding
 
     def run(leaves, mask):
         scene = jax.tree_util.tree_unflatten(treedef, leaves)
         if axes is None:
-            return one(scene, mask)
-        in_axes = jax.tree_util.tree_unflatten(treedef, list(axes))
-        return jax.vmap(one, in_axes=(in_axes, None))(scene, mask)
+            return tuple(engine.render_core(scene, cfg, mask if has_mask else None))
+        return tuple(sharding.mapped_render(scene, cfg, mask if has_mask else None, axes))
 
     return run
 
