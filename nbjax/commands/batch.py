@@ -296,14 +296,14 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
                 image = render._numpy_image(result)
                 render.require_finite(exp, image)
                 files = OutputSet()
-                try:
-                    with signals.deferred():  # a signal now is acted on once this image's files are committed
+                with signals.deferred():  # a signal now is acted on once this image's files are committed
+                    try:
                         stats, photons = render.write_products(opts, exp, image, files, silent)
                         files.commit()
-                except BaseException:
-                    files.discard()
-                    raise
-                written += 1
+                    except BaseException:
+                        files.discard()
+                        raise
+                    written += 1
                 now = time.perf_counter()
                 table[-1]["seconds"] = now - table[-1]["started"]
                 line = (f"{position + 1:>6} {exp.outputs.floatfile}  max_I={stats.max_I:g} mean={stats.mean:g}"
