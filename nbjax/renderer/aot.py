@@ -19,6 +19,7 @@ the ordinary traced call; results are the same either way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -90,8 +91,39 @@ def _program(cache_dir, key, fun, args):
             _write(path, exported.serialize())
         except Exception:  # export is an optimisation only
             return None
-    _LOADED[key] = jax.jit(exported.call)
-    return _LOADED[key]
+    jitted = jax.jit(exported.call)
+
+    def program(*args):
+        with _without_lapack_setup(exported):
+            return jitted(*args)
+
+    _LOADED[key] = program
+    return program
+
+
+@contextlib.contextmanager
+def _without_lapack_setup(exported):
+    """Lower a call of ``exported`` without preparing JAX's CPU LAPACK handlers when it has no custom calls.
+
+    Before lowering any exported call, ``jax.export`` initialises the CPU
+    LAPACK kernels, which imports SciPy's LAPACK wrappers: about 0.4 s, a
+    third of a warm batch's start, for a renderer that calls no LAPACK
+    routine (it has no custom calls at all).  A JAX without that private
+    step, or a program with a custom call, is left as it is.
+    """
+    try:
+        from jax._src.export import _export as internals
+    except ImportError:  # pragma: no cover - another jax layout
+        internals = None
+    original = getattr(internals, "_ensure_backends_initialized", None)
+    if original is None or b"custom_call" in bytes(exported.mlir_module_serialized):
+        yield
+        return
+    internals._ensure_backends_initialized = lambda platforms: None
+    try:
+        yield
+    finally:
+        internals._ensure_backends_initialized = original
 
 
 def render(scene, cfg, mask=None, *, cache_dir: str | None):
