@@ -89,7 +89,8 @@ def _program(cache_dir, key, fun, args):
         try:
             exported = export.export(jax.jit(fun))(*args)
             _write(path, exported.serialize())
-        except Exception:  # export is an optimisation only
+        except Exception:  # export is an optimisation only (and not tried again for this key)
+            _LOADED[key] = None
             return None
     jitted = jax.jit(exported.call)
 
