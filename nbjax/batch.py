@@ -23,10 +23,22 @@ every image of the batch (:func:`nbjax.renderer.engine.initial_carry` inside the
 Structure-factor files are read once per batch
 (:func:`nbjax.io.hkl.memoized_tables`).
 
+Speed.  The per-image work outside the render is kept small: the jobs are
+set up with host (numpy) scene arrays (:func:`nbjax.experiment.host_scene_arrays`),
+stacked per chunk and sent to the device once; structure-factor files are read
+once; a line that only sets ``-phi`` or ``-misset`` takes its output names
+from one parse of the common flags; the batched renderer
+(:func:`nbjax.renderer.sharding.mapped_render`) comes from the export cache
+(:func:`nbjax.renderer.aot.render_mapped`) when a cache folder is given,
+instead of being traced; and the next chunk is dispatched before the
+previous chunk's images are handed out, so writing them overlaps the render.
+
 Memory.  A render holds one row block (about 2^17 pixels, see
 :func:`nbjax.experiment.default_block_rows`) of every image in flight, so the
 default batch size is ``2^19 / block pixels`` (at least 1): 32 images of
-128x128, 4 of 512x512 or of a full 6M detector.
+128x128, 4 of 512x512 or of a full 6M detector.  Besides the chunk being
+rendered, the finished images of the previous chunk are held while they are
+written (two chunks' images, float32, at most).
 
 Series and stills.  :func:`series_lines` makes the lines of a rotation series
 (frame i: ``-phi phi0 + (i-1)*osc``, each frame spanning ``-osc`` in
@@ -181,11 +193,15 @@ def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "
         except InputError as error:
             raise InputError(f"common flags: {error}") from None
     draw = seed_draw or (lambda: secrets.randbelow(2**31 - 2) + 1)
+    try:  # the output names of a line that only turns the crystal are those of the common flags
+        common_settings = cflags.parse(common)
+    except InputError:
+        common_settings = None
     arguments = []
     for i, job in enumerate(jobs, start=1):
         argv = common + list(job.tokens)
         try:
-            st = cflags.parse(argv)
+            st = common_settings if common_settings is not None and _turns_only(job.tokens) else cflags.parse(argv)
         except InputError as error:
             errors.append((job.line_no, f"{source}:{job.line_no}: {error}"))
             arguments.append(None)
@@ -202,6 +218,20 @@ def job_arguments(common: Sequence[str], jobs: Sequence[Job], *, source: str = "
     if errors and not collect:
         raise JobErrors(errors)
     return arguments
+
+
+def _turns_only(tokens) -> bool:
+    """A line ``-phi X`` or ``-misset X Y Z`` (numbers): it changes no output name nor any noise setting.
+
+    (Neither option name contains another option's name, so nanoBragg's
+    substring matching reads them as themselves; the numbers are checked when
+    the job is set up.)
+    """
+    from nbjax.io.numbers import is_number
+
+    shape = {"-phi": 2, "-misset": 4}
+    return (len(tokens) >= 2 and shape.get(tokens[0]) == len(tokens)
+            and all(is_number(t) for t in tokens[1:]))
 
 
 def series_lines(common: Sequence[str], frames: int) -> list:
@@ -278,12 +308,13 @@ def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | 
     stages) and its own, by line number.  Structure-factor files are read
     once; jobs reading the same table share one array of it.
     """
+    from nbjax import experiment
     from nbjax.io import hkl
 
     errors = list(errors or [])
     experiments = []
     shared_tables, shared_masks = {}, {}
-    with hkl.memoized_tables():
+    with hkl.memoized_tables(), experiment.host_scene_arrays():
         for k, argv in enumerate(arguments):
             line = jobs[k].line_no if jobs is not None else k + 1
             if argv is None:
@@ -363,25 +394,6 @@ def _shared(leaves) -> bool:
     return np.size(first) > SMALL_LEAF and all(x is first for x in leaves[1:])
 
 
-_VMAPPED = {}
-
-
-def _vmapped_renderer(cfg, has_mask, axes_leaves, treedef):
-    import jax
-
-    from nbjax.renderer import engine
-
-    key = (cfg, has_mask, axes_leaves, treedef)
-    if key not in _VMAPPED:
-        axes = jax.tree_util.tree_unflatten(treedef, list(axes_leaves))
-
-        def one(scene, mask):
-            return engine.render_core(scene, cfg, mask if has_mask else None)
-
-        _VMAPPED[key] = jax.jit(jax.vmap(one, in_axes=(axes, None)))
-    return _VMAPPED[key]
-
-
 def _batched_leaves(experiments) -> tuple:
     """Per scene leaf: does it get a batch axis (all but large leaves shared by every scene of the group)."""
     import jax
@@ -390,52 +402,97 @@ def _batched_leaves(experiments) -> tuple:
     return tuple(not _shared([f[k] for f in flat]) for k in range(len(flat[0])))
 
 
-def _render_chunk(experiments, batch_size, varies):
-    """Results of one chunk of a group (numpy), batch padded to ``batch_size`` with the last scene."""
-    import jax
-    import jax.numpy as jnp
+def _dispatch_chunk(experiments, batch_size, varies, shared, mask, cache_dir):
+    """Start rendering one chunk of a group; returns a function that waits and gives its numpy results.
 
-    from nbjax.renderer import engine
+    The batch is padded to ``batch_size`` with the last scene.  ``shared``:
+    the group's unbatched leaves already on the device (by leaf index);
+    ``mask``: the group's mask on the device, or None.  With ``cache_dir``
+    the renderer comes from the export cache (:mod:`nbjax.renderer.aot`)
+    instead of being traced.
+    """
+    import jax
+
+    from nbjax.renderer import aot, engine
 
     first = experiments[0]
-    mask = None if first.mask is None else jnp.asarray(first.mask)
+    count = len(experiments)
     if batch_size == 1:
-        result = engine.render(first.scene, first.config, mask)
-        return [jax.tree_util.tree_map(np.asarray, result)]
-    scenes = list(e.scene for e in experiments)
-    scenes += [scenes[-1]] * (batch_size - len(scenes))
+        if cache_dir is not None:
+            result = aot.render(first.scene, first.config, mask, cache_dir=cache_dir)
+        else:
+            result = engine.render(first.scene, first.config, mask)
+        return lambda: [jax.tree_util.tree_map(np.asarray, result)]
+    scenes = [e.scene for e in experiments]
+    scenes += [scenes[-1]] * (batch_size - count)
     flat = [jax.tree_util.tree_flatten(s)[0] for s in scenes]
     treedef = jax.tree_util.tree_structure(first.scene)
-    leaves = [jnp.stack([f[k] for f in flat]) if v else flat[0][k] for k, v in enumerate(varies)]
+    leaves = [_stack([f[k] for f in flat]) if v else shared.get(k, flat[0][k]) for k, v in enumerate(varies)]
     axes = tuple(0 if v else None for v in varies)
-    run = _vmapped_renderer(first.config, mask is not None, axes, treedef)
-    mask_arg = mask if mask is not None else jnp.zeros((1, 1), bool)
-    out = jax.tree_util.tree_map(np.asarray, run(jax.tree_util.tree_unflatten(treedef, leaves), mask_arg))
-    return [engine.RenderResult(*(field[k] for field in out)) for k in range(len(experiments))]
+    batched = jax.tree_util.tree_unflatten(treedef, leaves)
+    out = aot.render_mapped(batched, axes, first.config, mask, cache_dir=cache_dir)
+    if out is None:  # no export cache: traced (once per configuration and shapes)
+        from nbjax.renderer import sharding
+
+        out = sharding.render_batch(batched, first.config, mask, devices=jax.local_devices()[:1], axes=axes)
+
+    def collect():
+        fields = jax.tree_util.tree_map(np.asarray, tuple(out))
+        return [engine.RenderResult(*(field[k] for field in fields)) for k in range(count)]
+
+    return collect
+
+
+def _stack(values):
+    """One batched leaf: host arrays stacked on the host (one transfer), device arrays on the device."""
+    if all(isinstance(v, (np.ndarray, np.generic, float, int)) for v in values):
+        return np.stack([np.asarray(v) for v in values])
+    import jax.numpy as jnp
+
+    return jnp.stack(values)
 
 
 def render_jobs(experiments: Sequence, positions: Sequence[int] | None = None, *, batch_size: int | None = None,
-                on_group=None) -> Iterator:
+                on_group=None, cache_dir: str | None = None) -> Iterator:
     """Render ``experiments`` (those at ``positions``, default all) group by group, chunk by chunk.
 
     Yields ``(position, RenderResult of numpy arrays)`` in render order
     (groups in order of first appearance, each in order).  ``on_group(number,
-    positions, batch_size)`` is called before each group is rendered.
+    positions, batch_size)`` is called before each group is rendered.  The
+    next chunk is dispatched before a chunk's results are handed out, so the
+    caller's work on them (writing files) overlaps the next render.
+    ``cache_dir``: the folder of the exported renderers
+    (:mod:`nbjax.renderer.aot`; None: trace them).
     """
+    import jax
+    import jax.numpy as jnp
+
     wanted = list(range(len(experiments))) if positions is None else list(positions)
     groups = {}
     for position in wanted:
         groups.setdefault(group_key(experiments[position]), []).append(position)
+    pending = None
     for number, members in enumerate(groups.values(), start=1):
         size = batch_size or default_batch_size(experiments[members[0]].config)
         size = max(1, min(size, len(members)))
+        if pending is not None:  # the previous group's last images first: on_group starts this group's clock
+            yield from zip(pending[0], pending[1]())
+            pending = None
         if on_group is not None:
             on_group(number, members, size)
-        varies = _batched_leaves([experiments[p] for p in members])
+        group = [experiments[p] for p in members]
+        varies = _batched_leaves(group)
+        first_leaves = jax.tree_util.tree_leaves(group[0].scene)
+        shared = {k: jnp.asarray(first_leaves[k]) for k, v in enumerate(varies) if not v} if size > 1 else {}
+        mask = None if group[0].mask is None else jnp.asarray(group[0].mask)
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
-            results = _render_chunk([experiments[p] for p in chunk], size, varies)
-            yield from zip(chunk, results)
+            collect = _dispatch_chunk([experiments[p] for p in chunk], size, varies, shared, mask, cache_dir)
+            if pending is not None:
+                yield from zip(pending[0], pending[1]())
+            pending = (chunk, collect)
+    if pending is not None:
+        yield from zip(pending[0], pending[1]())
 
 
 # --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ by the command-line front end before this scan.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
@@ -688,9 +689,15 @@ def _parse_misset(st, scan, i, strict):
                 )
     elif strict and not scan.c_parity:
         raise InputError(f"{flag}: needs three angles (degrees) or 'random'")
-    elif strict or flag != "-misset" and not any(r.match(flag) for r in _RULES):
+    elif strict or flag != "-misset" and not _matching_rules(flag):
         scan.short.setdefault(i, ("-misset", 3))
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _matching_rules(arg: str) -> tuple:
+    """Positions in :data:`_RULES` of the rules whose nanoBragg test accepts ``arg`` (each test is pure)."""
+    return tuple(k for k, rule in enumerate(_RULES) if rule.match(arg))
 
 
 def parse(argv, initial: CSettings | None = None, *, c_parity: bool = False) -> CSettings:
@@ -727,11 +734,13 @@ def parse(argv, initial: CSettings | None = None, *, c_parity: bool = False) -> 
             else:
                 scan.take(i, 1)
         stopped = False
-        for rule in _RULES[:4]:
-            if rule.match(arg):
-                stopped = _apply(rule, st, scan, i)
-                if stopped:
-                    break
+        matching = _matching_rules(arg)
+        for k in matching:
+            if k >= 4:
+                break
+            stopped = _apply(_RULES[k], st, scan, i)
+            if stopped:
+                break
         if stopped:
             continue
         if "-cell" in arg and len(argv) > i + 1:
@@ -746,10 +755,9 @@ def parse(argv, initial: CSettings | None = None, *, c_parity: bool = False) -> 
             st.given.add("-misset")
             if _parse_misset(st, scan, i, arg == "-misset"):
                 continue
-        for rule in _RULES[4:]:
-            if rule.match(arg):
-                if _apply(rule, st, scan, i):
-                    break
+        for k in matching:
+            if k >= 4 and _apply(_RULES[k], st, scan, i):
+                break
     _leftovers(st, scan)
     check_settings(st)
     return st

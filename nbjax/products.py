@@ -66,8 +66,10 @@ def statistics(image, roi, mask=None, *, pixel_size_m: float, oversample: int) -
     """nanoBragg's image statistics (see module docstring).
 
     Sums run in float64 over the visited pixels in row-major order (numpy's
-    pairwise ``sum`` and BLAS ``dot``), one copy of the roi and no masks
-    unless ``mask`` is given.
+    pairwise ``sum`` and single-threaded ``einsum`` for the squares -- not
+    BLAS ``dot``, whose threads stall when the cores are busy rendering the
+    next image of a batch, and whose result depends on the thread count), one
+    copy of the roi and no masks unless ``mask`` is given.
     """
     image = np.asarray(image, dtype=np.float32)
     rows, cols = _roi_slices(image.shape, roi)
@@ -92,11 +94,11 @@ def statistics(image, roi, mask=None, *, pixel_size_m: float, oversample: int) -
     n = values.size if values.size > 0 else 1
     mean = float(values.sum()) / n
     n_rms = n if n > 1 else 2
-    rms = math.sqrt(float(np.dot(values, values)) / (n_rms - 1))
+    rms = math.sqrt(float(np.einsum("i,i->", values, values)) / (n_rms - 1))
     deviations = visited.reshape(-1)  # over every visited pixel, masked or not; values is done with
     np.subtract(deviations, mean, out=deviations)
     n_dev = deviations.size if deviations.size > 1 else 2
-    rmsd = math.sqrt(float(np.dot(deviations, deviations)) / (n_dev - 1))
+    rmsd = math.sqrt(float(np.einsum("i,i->", deviations, deviations)) / (n_dev - 1))
     return Statistics(max_I, max_x, max_y, mean, rms, rmsd, int(values.size))
 
 

@@ -22,7 +22,7 @@ from nbjax import batch, compare
 from nbjax.commands.main import main
 from nbjax.geometry.rotation import rotate_xyz
 
-from conftest import GOLDEN, INPUTS
+from conftest import GOLDEN, INPUTS, run_nbjax
 
 BATCH = GOLDEN / "batch"
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +160,26 @@ def test_batch_files_are_those_of_single_runs(in_inputs_dir, capsys):
         assert (in_inputs_dir / f"noise_{i:05d}.img").read_bytes() == (in_inputs_dir / "sn.img").read_bytes()
     assert (in_inputs_dir / "extra_3.npy").read_bytes() == (in_inputs_dir / "single.npy").read_bytes()
     assert not list(in_inputs_dir.glob(".*.part"))
+
+
+def test_series_from_the_export_cache_is_the_traced_single_runs(in_inputs_dir, tmp_path, capsys):
+    # c-parity: frame 1 (phi 0) is its own group (nanoBragg's phi carry-over), frames 2-3 one batch of 2;
+    # the first process exports both renderers, the second loads them from the files
+    env = dict(_environment(), NBJAX_CACHE_DIR=str(tmp_path / "cache"))
+    series = [sys.executable, "-m", "nbjax", "series", "--frames", "3", *TINY, "-nonoise", "-phi", "0", "-osc", "1",
+              "-phisteps", "2", "--c-parity", "--batch-size", "2", "--quiet"]
+    for prefix in ("a", "b"):
+        result = subprocess.run(series + ["-floatfile", f"{prefix}_#.bin", "-intfile", f"{prefix}_#.img"],
+                                cwd=in_inputs_dir, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "cache").glob("nbjax-render-*.jaxexport"))) == 2
+    for i in (1, 2, 3):
+        single = TINY + ["-nonoise", "-phi", repr(float(i - 1)), "-osc", "1", "-phisteps", "2", "--c-parity",
+                         "-floatfile", "s.bin", "-intfile", "s.img", "--quiet"]
+        assert run_nbjax(single, capsys)[0] == 0  # traced, no cache
+        for prefix in ("a", "b"):
+            assert (in_inputs_dir / f"{prefix}_{i}.bin").read_bytes() == (in_inputs_dir / "s.bin").read_bytes()
+            assert (in_inputs_dir / f"{prefix}_{i}.img").read_bytes() == (in_inputs_dir / "s.img").read_bytes()
 
 
 def test_bad_lines_are_all_reported_before_rendering(in_inputs_dir, capsys):

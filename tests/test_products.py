@@ -28,9 +28,10 @@ def reference(image, roi, mask, scale_request, adc, pgm_request, pixel_size_m=1e
         max_y = sub * (s * oversample + oversample - 1) + sub / 2.0
     n = values.size or 1
     mean = float(values.sum()) / n
-    rms = math.sqrt(float(np.dot(values, values)) / ((n if n > 1 else 2) - 1))
+    # sums of squares as products.statistics takes them: single-threaded einsum (BLAS dot's bits depend on its threads)
+    rms = math.sqrt(float(np.einsum("i,i->", values, values)) / ((n if n > 1 else 2) - 1))
     dev = image[visited].astype(np.float64) - mean
-    rmsd = math.sqrt(float(np.dot(dev, dev)) / ((dev.size if dev.size > 1 else 2) - 1))
+    rmsd = math.sqrt(float(np.einsum("i,i->", dev, dev)) / ((dev.size if dev.size > 1 else 2) - 1))
     stats = (max_I, max_x, max_y, mean, rms, rmsd, int(values.size))
     scale = scale_request if scale_request > 0 else (55000.0 / max_I if max_I > 0 else 1.0)
     test = np.clip(image.astype(np.float64) * scale + adc, 0.0, 65535.0)

@@ -19,11 +19,12 @@ float images the processes wrote.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
-from nbjax.commands.options import NBJAX_OPTIONS, Printer, positive_int_option, setup_jax, split_options
+from nbjax.commands import signals
+from nbjax.commands.options import (NBJAX_OPTIONS, Printer, compile_cache_dir, positive_int_option, setup_jax,
+                                    split_options)
 from nbjax.errors import InputError
 
 BATCH_OPTIONS = dict(NBJAX_OPTIONS)
@@ -115,14 +116,6 @@ def stills_main(argv) -> int:
 
 # --------------------------------------------------------------------------
 # the shared machinery
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the image being written is discarded."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
 
 
 def _distributed(options):
@@ -267,8 +260,10 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
     for line in experiments[0].warnings:
         say(line)
 
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    import jax
+
+    jax.devices()  # the runtime started (it may install a SIGTERM handler of its own) ...
+    signals._reinstall()  # ... and nbjax's handlers (nbjax.commands.signals, from main) back on top
     written = 0
     table = []
     started = time.perf_counter()
@@ -295,18 +290,20 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
                                   phi_steps=len(cfg.phi_zero), started=time.perf_counter()))
 
             tick = time.perf_counter()
-            for position, result in batch.render_jobs(experiments, todo, batch_size=batch_size, on_group=on_group):
+            for position, result in batch.render_jobs(experiments, todo, batch_size=batch_size, on_group=on_group,
+                                                          cache_dir=compile_cache_dir(options)):
                 exp, opts = experiments[position], per_image[position]
                 image = render._numpy_image(result)
                 render.require_finite(exp, image)
                 files = OutputSet()
-                try:
-                    stats, photons = render.write_products(opts, exp, image, files, silent)
-                    files.commit()
-                except BaseException:
-                    files.discard()
-                    raise
-                written += 1
+                with signals.deferred():  # a signal now is acted on once this image's files are committed
+                    try:
+                        stats, photons = render.write_products(opts, exp, image, files, silent)
+                        files.commit()
+                    except BaseException:
+                        files.discard()
+                        raise
+                    written += 1
                 now = time.perf_counter()
                 table[-1]["seconds"] = now - table[-1]["started"]
                 line = (f"{position + 1:>6} {exp.outputs.floatfile}  max_I={stats.max_I:g} mean={stats.mean:g}"
@@ -318,12 +315,11 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
                 if not quiet:
                     bar.write(line) if bar.active else say(line)
                 bar.update_to(written)
-    except KeyboardInterrupt:
-        print(f"nbjax: interrupted after {written} of {len(todo)} images (those are complete; "
-              "run again with --resume to finish)", file=sys.stderr)
+    except (KeyboardInterrupt, signals.Terminated):
+        # SIGINT, SIGTERM and SIGHUP alike (nbjax.commands.signals); main() then ends the process at once
+        signals.safe_print(f"nbjax: interrupted after {written} of {len(todo)} images (those are complete; "
+                           "run again with --resume to finish)", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - started
 
     if not quiet and table:

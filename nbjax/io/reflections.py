@@ -158,7 +158,29 @@ def read_structure_factors(path, *, column: str | None = None, default_F: float 
 
 def load_structure_factors(path, *, column: str | None = None, default_F: float = 0.0,
                            flag: str = "-hkl", column_flag: str = "--hkl-column") -> ReflectionData:
-    """Like :func:`read_structure_factors`, also returning cell, space group and notes."""
+    """Like :func:`read_structure_factors`, also returning cell, space group and notes.
+
+    Inside :func:`nbjax.io.hkl.memoized_tables` a file is read once (kept by
+    path, modification time and size, like the tables there): a batch of many
+    jobs reading one file neither re-reads nor re-checks its bytes.
+    """
+    key = None
+    if hkl_io._MEMO is not None and isinstance(path, (str, os.PathLike)):
+        try:
+            info = os.stat(path)
+            key = ("load_structure_factors", os.path.realpath(path), info.st_mtime_ns, info.st_size, column,
+                   float(default_F), flag, column_flag)
+        except OSError:
+            key = None  # the read below reports it
+        if key in hkl_io._MEMO:
+            return hkl_io._MEMO[key]
+    data = _load_structure_factors(path, column=column, default_F=default_F, flag=flag, column_flag=column_flag)
+    if key is not None:
+        hkl_io._MEMO[key] = data
+    return data
+
+
+def _load_structure_factors(path, *, column, default_F, flag, column_flag) -> ReflectionData:
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     raw = read_file_bytes(path)
     numbers_only = not raw.translate(None, _NUMERIC_TEXT)

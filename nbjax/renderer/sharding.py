@@ -18,7 +18,9 @@ before its own -- nanoBragg's pixel-to-pixel state -- is settled first:
 With those carries the pixels are identical to the single-device render.
 
 A batch.  :func:`render_batch` maps the renderer over a leading batch axis of
-the scene (e.g. 64 orientations) and shards that axis over the devices.
+the scene (e.g. 64 orientations) and shards that axis over the devices;
+:func:`mapped_render` is that map, also exported by :mod:`nbjax.renderer.aot`
+for ``nbjax batch`` (one batched renderer for both).
 
 Multi-host: call ``jax.distributed.initialize()`` in every process (see
 docs/performance.md for the launch line); ``jax.devices()`` then lists the
@@ -140,31 +142,51 @@ def render_sharded(scene: engine.Scene, cfg: engine.RenderConfig, mask=None, *, 
     return run(scene, mask_array)
 
 
-def render_batch(scenes: engine.Scene, cfg: engine.RenderConfig, mask=None, *, devices=None):
-    """Render a batch of scenes (every leaf with a leading batch axis) across devices.
+def mapped_render(scenes: engine.Scene, cfg: engine.RenderConfig, mask=None, axes=None) -> engine.RenderResult:
+    """``render_core`` of every scene of a batch: the one batched renderer (traced or exported).
+
+    ``axes``: None (every leaf of ``scenes`` has the batch axis in front) or
+    one entry per leaf in tree order, 0 for a batched leaf and None for one
+    array shared by every image (e.g. the structure-factor table).  One
+    ``mask`` (or None) serves every image.
+    """
+    if axes is None:
+        in_axes = 0
+    else:
+        in_axes = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(scenes), list(axes))
+    return jax.vmap(lambda scene: engine.render_core(scene, cfg, mask), in_axes=(in_axes,))(scenes)
+
+
+def render_batch(scenes: engine.Scene, cfg: engine.RenderConfig, mask=None, *, devices=None, axes=None):
+    """Render a batch of scenes (every leaf, or those whose ``axes`` entry is 0, with a leading batch axis).
 
     The batch axis is sharded over a 1-D device mesh (its length must be a
-    multiple of the number of devices); each image is rendered whole.
-    Returns a RenderResult whose fields have the batch axis in front.
+    multiple of the number of devices); each image is rendered whole; leaves
+    without a batch axis (``axes`` entry None) are replicated.  Returns a
+    RenderResult whose fields have the batch axis in front.
     """
     devs = _devices(devices)
     mesh = Mesh(np.array(devs), ("batch",))
-    sharding = NamedSharding(mesh, PartitionSpec("batch"))
-    batch = jax.tree_util.tree_leaves(scenes)[0].shape[0]
+    leaves, treedef = jax.tree_util.tree_flatten(scenes)
+    axes = None if axes is None else tuple(axes)
+    flags = (0,) * len(leaves) if axes is None else axes
+    batch = next(np.shape(x)[0] for x, a in zip(leaves, flags) if a == 0)
     if batch % len(devs):
         raise ValueError(f"batch of {batch} is not a multiple of {len(devs)} devices")
-    scenes = jax.device_put(scenes, sharding)
-    return _batch_renderer(cfg, mask is not None, tuple(d.id for d in devs))(scenes, mask)
+    placed = [jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch") if a == 0 else PartitionSpec()))
+              for x, a in zip(leaves, flags)]
+    scenes = jax.tree_util.tree_unflatten(treedef, placed)
+    return _batch_renderer(cfg, mask is not None, tuple(d.id for d in devs), axes)(scenes, mask)
 
 
 @functools.lru_cache(maxsize=16)
-def _batch_renderer(cfg: engine.RenderConfig, has_mask: bool, device_ids: tuple):
-    """The vmapped renderer of a batch of scenes over these devices, built once per configuration."""
+def _batch_renderer(cfg: engine.RenderConfig, has_mask: bool, device_ids: tuple, axes=None):
+    """The batched renderer of these scenes over these devices, built once per configuration."""
     by_id = {d.id: d for d in jax.devices()}
     devs = [by_id[i] for i in device_ids]
     sharding = NamedSharding(Mesh(np.array(devs), ("batch",)), PartitionSpec("batch"))
 
     def run(scenes, mask):
-        return jax.vmap(lambda s: engine.render_core(s, cfg, mask if has_mask else None))(scenes)
+        return mapped_render(scenes, cfg, mask if has_mask else None, axes)
 
     return jax.jit(run, out_shardings=sharding)
