@@ -233,7 +233,7 @@ def _evaluation(qx, qy, qz, cell_rows, scene: Scene, cfg: RenderConfig):
 def _lookup_F(h, k, l, interpolate, table, cfg: RenderConfig):
     """F_cell with interpolation on: tricubic where ``interpolate``, else the nearest reflection."""
     flat, shape, _ = table
-    nearest = flat[structure_factors.nearest_flat_index(h, k, l, shape, cfg.hkl_min)]
+    nearest = structure_factors.table_lookup(flat, structure_factors.nearest_flat_index(h, k, l, shape, cfg.hkl_min))
     interp = structure_factors.tricubic_F(h, k, l, flat, shape, cfg.hkl_min)
     return jnp.where(interpolate, interp, nearest)
 
@@ -421,19 +421,15 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
                         skip = skip | (f_latt == 0.0)
                 return prepare((h, k, l), f_latt, skip, e_base + q_index)
 
-            # Software pipeline: step j's table lookups are folded in while step
-            # j+1's lattice factors are computed, so the vectorisable arithmetic
-            # and the (scalar) gathers end up in separate loops.  Only the
-            # entries the body updates are carried through the loop.
-            def step_body(carry, xs):
-                fields, pending = carry
-                return (apply(fields, pending, weight), evaluate(xs)), None
+            # Lattice factor, table lookup and accumulation of a step form one
+            # XLA fusion (see _accumulate), and two steps per iteration share
+            # it: q and the accumulator are read once and the accumulator
+            # written once per two steps; nothing else is carried.
+            def step_body(fields, xs):
+                return apply(fields, evaluate(xs), weight), None
 
-            first = evaluate(jax.tree_util.tree_map(lambda x: x[0], step_xs))
-            rest = jax.tree_util.tree_map(lambda x: x[1:], step_xs)
             fields = {k: acc[k] for k in body.fields}
-            fields, pending = lax.scan(step_body, (fields, first), rest)[0]
-            acc.update(apply(fields, pending, weight))
+            acc.update(lax.scan(step_body, fields, step_xs, unroll=2)[0])
             acc["ran"] = acc["ran"] | ~cut
             return acc, None
 
@@ -477,9 +473,12 @@ def _accumulate(cfg: RenderConfig, table, interpolate_here):
         return pending
 
     def apply(fields, pending, weight):
-        f_latt = pending["f_latt"]
+        # |F_latt|: the same products bit for bit (only the square enters), but
+        # XLA:CPU then fuses the lattice factor into this loop; it will not
+        # fuse an expensive op (the division) that the loop reads twice.
+        f_latt = jnp.abs(pending["f_latt"])
         if plain_nearest:
-            f_cell = flat[pending["index"]]
+            f_cell = structure_factors.table_lookup(flat, pending["index"])
         elif cfg.has_hkls:
             f_cell = _lookup_F(*pending["hkl"], pending["interpolate"], table, cfg)
         else:
