@@ -112,7 +112,7 @@ def tricubic_F(h, k, l, flat_table, padded_shape, hkl_min):
     """
     # first of the four grid points on each axis
     bh, bk, bl = jnp.floor(h) - 1.0, jnp.floor(k) - 1.0, jnp.floor(l) - 1.0
-    nh, nk, nl = padded_shape
+    _, nk, nl = padded_shape
     corner = []
     for axis, (b, n) in enumerate(zip((bh, bk, bl), padded_shape)):
         corner.append(jnp.clip(b - (hkl_min[axis] - 1), 0, max(n - 4, 0)).astype(jnp.int32))

@@ -349,6 +349,11 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     n_src = scene.incident.shape[0]
     n_steps = blk.matrices.shape[0]
     carryover = cfg.uses_carryover
+    # steps that may use the entering phi state: the leading phi == 0 steps (see _phi_states)
+    n_lead = 0
+    if carryover:
+        n_lead_phi = next((j for j, zero in enumerate(cfg.phi_zero) if not zero), len(cfg.phi_zero))
+        n_lead = n_lead_phi * scene.mosaic_umats.shape[0]
     pixel = (0, 0)
     ray = _vmap2(_ray, pixel + (None,) * 5)
     scattering = _vmap2(_scattering, (0, 0, 0, None, None))
@@ -406,10 +411,10 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             fresh = ~acc["ran"]
             e_base = (r_index * n_src + s_index) * n_steps
 
-            def evaluate(xs):
+            def evaluate(xs, leading):
                 cell_rows, alt_rows, is_lead, q_index = xs
                 h, k, l, f_latt = evaluation(qx, qy, qz, cell_rows, scene, cfg)
-                if carryover:
+                if leading:
                     h2, k2, l2, f2 = evaluation(qx, qy, qz, alt_rows, scene, cfg)
                     pick = fresh & is_lead
                     h, k, l = jnp.where(pick, h2, h), jnp.where(pick, k2, k), jnp.where(pick, l2, l)
@@ -425,11 +430,22 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             # XLA fusion (see _accumulate), and two steps per iteration share
             # it: q and the accumulator are read once and the accumulator
             # written once per two steps; nothing else is carried.
-            def step_body(fields, xs):
-                return apply(fields, evaluate(xs), weight), None
+            # The steps of the leading phi = 0 steps (c-parity carry-over, known
+            # statically) evaluate both cell states; every later step has
+            # is_lead False and evaluates only its own.
+            def steps(fields, first, stop, leading):
+                def step_body(fields, xs):
+                    return apply(fields, evaluate(xs, leading), weight), None
+
+                xs = jax.tree_util.tree_map(lambda x: x[first:stop], step_xs)
+                return lax.scan(step_body, fields, xs, unroll=2)[0]
 
             fields = {k: acc[k] for k in body.fields}
-            acc.update(lax.scan(step_body, fields, step_xs, unroll=2)[0])
+            if n_lead:
+                fields = steps(fields, 0, n_lead, True)
+            if n_lead < n_steps:
+                fields = steps(fields, n_lead, n_steps, False)
+            acc.update(fields)
             acc["ran"] = acc["ran"] | ~cut
             return acc, None
 
