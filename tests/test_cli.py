@@ -402,3 +402,24 @@ def test_c_parity_reads_the_command_line_as_nanobragg(in_inputs_dir, capsys):
     code, out, _ = run(GOOD + ["--accumulation", "c-parity"], capsys)
     assert code == 0 and out.splitlines()[0].endswith(
         "(nbjax engine, mixed mode: accumulation c-parity, phi carry-over spec, argument scan spec)")
+
+
+def test_xla_cpu_vector_width_only_on_avx512_and_never_over_the_users(tmp_path):
+    from nbjax.commands.options import tune_xla_cpu
+
+    avx512 = tmp_path / "avx512"
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512dq\n")
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    tune_xla_cpu(env, cpuinfo=str(avx512))
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_cpu_prefer_vector_width=512"
+    env = {}
+    tune_xla_cpu(env, cpuinfo=str(avx2))
+    assert env == {}
+    env = {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256"}
+    tune_xla_cpu(env, cpuinfo=str(avx512))
+    assert env["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
+    env = {}
+    tune_xla_cpu(env, cpuinfo=str(tmp_path / "missing"))
+    assert env == {}

@@ -71,6 +71,27 @@ def test_tricubic_reproduces_a_cubic_table():
     assert list(np.asarray(oob)) == [True, False]
 
 
+def test_tricubic_outside_a_small_table_is_finite_and_inside_matches_the_grid():
+    """The 4x4x4 block is read from its clipped first corner: a table too small for
+    any neighbourhood still gives finite values (the engine discards them), and at
+    grid nodes inside the table the interpolation returns the table entry."""
+    import jax.numpy as jnp
+
+    from nbjax.physics import structure_factors
+
+    small = jnp.asarray(np.arange(8.0).reshape(2, 2, 2) + 1.0)
+    flat, shape = structure_factors.padded_table(small, 7.5)
+    pts = [jnp.asarray(x) for x in ([0.2, -3.0, 9.0], [1.0, 0.5, -8.0], [0.7, 2.0, 0.0])]
+    assert np.all(np.isfinite(np.asarray(structure_factors.tricubic_F(*pts, flat, shape, (0, 0, 0)))))
+    rs = np.random.default_rng(2)
+    table = rs.uniform(1, 50, (8, 9, 10))
+    flat, shape = structure_factors.padded_table(jnp.asarray(table), 0.0)
+    nodes = np.array([[2, 2, 2], [5, 3, 7], [3, 6, 4]])  # hkl_min (-1, 0, 1): indices - hkl_min
+    got = structure_factors.tricubic_F(*(jnp.asarray(nodes[:, i] + [-1, 0, 1][i], float) for i in range(3)),
+                                       flat, shape, (-1, 0, 1))
+    np.testing.assert_allclose(np.asarray(got), table[nodes[:, 0], nodes[:, 1], nodes[:, 2]], rtol=1e-12)
+
+
 def test_golden_switch_off_case_switches_mid_image(in_inputs_dir):
     """p52: nanoBragg warned, at the h,k,l nbjax finds, and its image is tricubic
     before the switch and nearest-reflection after it, the switch well inside.

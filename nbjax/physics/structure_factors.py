@@ -39,10 +39,20 @@ def padded_table(values, default_F):
 def _padded_flat_index(h0, k0, l0, hkl_min, padded_shape):
     """Flat index into the padded table for integer-valued float indices."""
     nh, nk, nl = padded_shape
-    hi = jnp.clip(h0 - (hkl_min[0] - 1), 0, nh - 1)
-    ki = jnp.clip(k0 - (hkl_min[1] - 1), 0, nk - 1)
-    li = jnp.clip(l0 - (hkl_min[2] - 1), 0, nl - 1)
-    return ((hi * nk + ki) * nl + li).astype(jnp.int32)
+    # per axis in the float dtype, then integer arithmetic (exact for any table
+    # that fits int32, where float32 is exact only below 2**24 entries)
+    hi = jnp.clip(h0 - (hkl_min[0] - 1), 0, nh - 1).astype(jnp.int32)
+    ki = jnp.clip(k0 - (hkl_min[1] - 1), 0, nk - 1).astype(jnp.int32)
+    li = jnp.clip(l0 - (hkl_min[2] - 1), 0, nl - 1).astype(jnp.int32)
+    return (hi * nk + ki) * nl + li
+
+
+def table_lookup(flat_table, index):
+    """``flat_table[index]`` for int32 indices already inside the table.
+
+    (Plain indexing would also wrap negative indices, a select per lookup.)
+    """
+    return flat_table.at[index].get(mode="clip", wrap_negative_indices=False)
 
 
 def nearest_flat_index(h, k, l, padded_shape, hkl_min):
@@ -86,18 +96,24 @@ def tricubic_F(h, k, l, flat_table, padded_shape, hkl_min):
     """Tricubic (Lagrange) interpolation of ``F`` at fractional ``h, k, l``.
 
     Callers must ensure the neighbourhood is inside the table (see
-    :func:`interpolation_out_of_range`); indices are clipped to stay valid.
+    :func:`interpolation_out_of_range`); elsewhere the value is meaningless
+    but finite (the block is clipped to stay inside the padded table).
+
+    One flat index per evaluation, that of the block's first corner; the 64
+    grid points are that index plus constant offsets.
     """
     # first of the four grid points on each axis
     bh, bk, bl = jnp.floor(h) - 1.0, jnp.floor(k) - 1.0, jnp.floor(l) - 1.0
+    _, nk, nl = padded_shape
+    corner = []
+    for axis, (b, n) in enumerate(zip((bh, bk, bl), padded_shape)):
+        corner.append(jnp.clip(b - (hkl_min[axis] - 1), 0, max(n - 4, 0)).astype(jnp.int32))
+    base = (corner[0] * nk + corner[1]) * nl + corner[2]
     slabs = []
     for i in range(4):
         rows = []
         for j in range(4):
-            column = [
-                flat_table[_padded_flat_index(bh + i, bk + j, bl + m, hkl_min, padded_shape)]
-                for m in range(4)
-            ]
+            column = [table_lookup(flat_table, base + ((i * nk + j) * nl + m)) for m in range(4)]
             rows.append(_lagrange4(l, bl, column))
         slabs.append(_lagrange4(k, bk, rows))
     return _lagrange4(h, bh, slabs)

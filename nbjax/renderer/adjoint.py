@@ -330,8 +330,8 @@ def _square_step(q, cell_rows, scene, cfg, flat, table_shape, weights):
     cotangent ``Σ_pixels g_i q``; and ``w (∂s_i/∂N_i) ∏_{j≠i} s_j`` to N_i.
     Returns ``(dq, d cell rows, dN, d default_F)``.
 
-    All of a step is done in one loop iteration: the engine's software
-    pipeline (lookups of step j folded in while step j+1 is evaluated) made
+    All of a step is done in one loop iteration: a software pipeline
+    (lookups of step j folded in while step j+1 is evaluated) made
     XLA copy every carried per-pixel array twice per step here, which cost
     more than it saved.  The table index is computed in a loop of its own
     (:func:`_materialized`) so that the gather loop, which XLA:CPU does not

@@ -233,7 +233,7 @@ def _evaluation(qx, qy, qz, cell_rows, scene: Scene, cfg: RenderConfig):
 def _lookup_F(h, k, l, interpolate, table, cfg: RenderConfig):
     """F_cell with interpolation on: tricubic where ``interpolate``, else the nearest reflection."""
     flat, shape, _ = table
-    nearest = flat[structure_factors.nearest_flat_index(h, k, l, shape, cfg.hkl_min)]
+    nearest = structure_factors.table_lookup(flat, structure_factors.nearest_flat_index(h, k, l, shape, cfg.hkl_min))
     interp = structure_factors.tricubic_F(h, k, l, flat, shape, cfg.hkl_min)
     return jnp.where(interpolate, interp, nearest)
 
@@ -349,6 +349,11 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     n_src = scene.incident.shape[0]
     n_steps = blk.matrices.shape[0]
     carryover = cfg.uses_carryover
+    # steps that may use the entering phi state: the leading phi == 0 steps (see _phi_states)
+    n_lead = 0
+    if carryover:
+        n_lead_phi = next((j for j, zero in enumerate(cfg.phi_zero) if not zero), len(cfg.phi_zero))
+        n_lead = n_lead_phi * scene.mosaic_umats.shape[0]
     pixel = (0, 0)
     ray = _vmap2(_ray, pixel + (None,) * 5)
     scattering = _vmap2(_scattering, (0, 0, 0, None, None))
@@ -406,10 +411,10 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             fresh = ~acc["ran"]
             e_base = (r_index * n_src + s_index) * n_steps
 
-            def evaluate(xs):
+            def evaluate(xs, leading):
                 cell_rows, alt_rows, is_lead, q_index = xs
                 h, k, l, f_latt = evaluation(qx, qy, qz, cell_rows, scene, cfg)
-                if carryover:
+                if leading:
                     h2, k2, l2, f2 = evaluation(qx, qy, qz, alt_rows, scene, cfg)
                     pick = fresh & is_lead
                     h, k, l = jnp.where(pick, h2, h), jnp.where(pick, k2, k), jnp.where(pick, l2, l)
@@ -421,19 +426,26 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
                         skip = skip | (f_latt == 0.0)
                 return prepare((h, k, l), f_latt, skip, e_base + q_index)
 
-            # Software pipeline: step j's table lookups are folded in while step
-            # j+1's lattice factors are computed, so the vectorisable arithmetic
-            # and the (scalar) gathers end up in separate loops.  Only the
-            # entries the body updates are carried through the loop.
-            def step_body(carry, xs):
-                fields, pending = carry
-                return (apply(fields, pending, weight), evaluate(xs)), None
+            # Lattice factor, table lookup and accumulation of a step form one
+            # XLA fusion (see _accumulate), and two steps per iteration share
+            # it: q and the accumulator are read once and the accumulator
+            # written once per two steps; nothing else is carried.
+            # The steps of the leading phi = 0 steps (c-parity carry-over, known
+            # statically) evaluate both cell states; every later step has
+            # is_lead False and evaluates only its own.
+            def steps(fields, first, stop, leading):
+                def step_body(fields, xs):
+                    return apply(fields, evaluate(xs, leading), weight), None
 
-            first = evaluate(jax.tree_util.tree_map(lambda x: x[0], step_xs))
-            rest = jax.tree_util.tree_map(lambda x: x[1:], step_xs)
+                xs = jax.tree_util.tree_map(lambda x: x[first:stop], step_xs)
+                return lax.scan(step_body, fields, xs, unroll=2)[0]
+
             fields = {k: acc[k] for k in body.fields}
-            fields, pending = lax.scan(step_body, (fields, first), rest)[0]
-            acc.update(apply(fields, pending, weight))
+            if n_lead:
+                fields = steps(fields, 0, n_lead, True)
+            if n_lead < n_steps:
+                fields = steps(fields, n_lead, n_steps, False)
+            acc.update(fields)
             acc["ran"] = acc["ran"] | ~cut
             return acc, None
 
@@ -477,9 +489,12 @@ def _accumulate(cfg: RenderConfig, table, interpolate_here):
         return pending
 
     def apply(fields, pending, weight):
-        f_latt = pending["f_latt"]
+        # |F_latt|: the same products bit for bit (only the square enters), but
+        # XLA:CPU then fuses the lattice factor into this loop; it will not
+        # fuse an expensive op (the division) that the loop reads twice.
+        f_latt = jnp.abs(pending["f_latt"])
         if plain_nearest:
-            f_cell = flat[pending["index"]]
+            f_cell = structure_factors.table_lookup(flat, pending["index"])
         elif cfg.has_hkls:
             f_cell = _lookup_F(*pending["hkl"], pending["interpolate"], table, cfg)
         else:
