@@ -55,10 +55,6 @@ def adjoint_unsupported(render: engine.RenderConfig) -> str | None:
         return "c-parity accumulation of the -oversample_* factors (--accumulation c-parity)"
     if render.uses_carryover:
         return "the phi = 0 carry-over of released nanoBragg.c (--phi-carryover-mode c-parity)"
-    if render.oversample_thick or render.oversample_polar or render.oversample_omega:
-        return "per-sub-pixel -oversample_thick/_polar/_omega factors"
-    if render.image_wide_fallback:
-        return "tricubic interpolation that switches itself off for the rest of the image (-interpolate)"
     return None
 
 
@@ -112,41 +108,38 @@ def _safe_log(x):
     return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, active):
-    """Per pixel: Ω (first sub-pixel), P (first uncut sub-pixel and source), C (last layer)."""
+def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, active) -> engine._Factors:
+    """Per pixel: Ω, C and P after every sub-pixel and source, kept by the engine's own rules."""
     dtype = fast.dtype
     ray = engine._vmap2(engine._ray, (0, 0) + (None,) * 5)
-    ones = jnp.ones(fast.shape, dtype)
-    zero = jnp.zeros((), dtype)
-    dx, dy, dz, omega = ray(fast, slow, zero, 0, 0, scene, cfg)
-    capture = ones
-    if cfg.has_thickness:
-        last = jnp.asarray(cfg.thicksteps - 1, dtype)
-        lx, ly, lz, _ = ray(fast, slow, last, 0, 0, scene, cfg)
-        capture = engine._vmap2(engine._capture, (0, 0, 0, None, None))(lx, ly, lz, last, scene)
-    polar = ones
-    if not cfg.nopolar:
-        polar_factor = engine._vmap2(engine._polarization, (0, 0, 0, None, None))
-        if not cfg.has_dmin:
-            polar = polar_factor(dx, dy, dz, scene.incident[0], scene)
-        else:
-            scattering = engine._vmap2(engine._scattering, (0, 0, 0, None, None))
-            dmin_cut = engine._vmap2(engine._dmin_cut, (0, 0, 0, None))
-            runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
+    capture = engine._vmap2(engine._capture, (0, 0, 0, None, None))
+    polar_factor = engine._vmap2(engine._polarization, (0, 0, 0, None, None))
+    runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
 
-            def run_body(polar, r_index):
-                layer, sub_s, sub_f = engine._run_indices(cfg, r_index)
-                rx, ry, rz, _ = ray(fast, slow, layer.astype(dtype), sub_s, sub_f, scene, cfg)
+    def run_body(factors, r_index):
+        layer_i, sub_s, sub_f = engine._run_indices(cfg, r_index)
+        layer = layer_i.astype(dtype)
+        dx, dy, dz, omega_sub = ray(fast, slow, layer, sub_s, sub_f, scene, cfg)
+        fraction = capture(dx, dy, dz, layer, scene) if cfg.has_thickness else None
+        factors = engine._factors_after_run(factors, cfg, omega_sub, fraction, sub_s, sub_f)
+        if engine._polarization_computed(cfg):
+            def source_body(factors, xs):
+                pol = polar_factor(dx, dy, dz, xs[0], scene)
+                return engine._factors_after_source(factors, cfg, pol, _cut(dx, dy, dz, xs, active, scene, cfg)), None
 
-                def source_body(polar, xs):
-                    cut = dmin_cut(*scattering(rx, ry, rz, xs[0], xs[1]), scene.dmin_m)
-                    value = polar_factor(rx, ry, rz, xs[0], scene)
-                    return jnp.where(~cut & (polar == 0.0), value, polar), None
+            factors = lax.scan(source_body, factors, (scene.incident, scene.wavelength_m))[0]
+        return factors, None
 
-                return lax.scan(source_body, polar, (scene.incident, scene.wavelength_m))[0], None
+    return lax.scan(run_body, engine._factors_start(cfg, jnp.zeros(fast.shape, dtype)), runs)[0]
 
-            polar = lax.scan(run_body, jnp.zeros(fast.shape, dtype), runs)[0]
-    return omega, polar, capture
+
+def _cut(dx, dy, dz, source, active, scene, cfg):
+    """Evaluations the engine skips for a (sub-pixel, source): outside the roi, masked, or cut by dmin."""
+    cut = ~active
+    if cfg.has_dmin:
+        q = engine._vmap2(engine._scattering, (0, 0, 0, None, None))(dx, dy, dz, source[0], source[1])
+        cut = cut | engine._vmap2(engine._dmin_cut, (0, 0, 0, None))(*q, scene.dmin_m)
+    return cut
 
 
 def _step_rows(scene: engine.Scene, cfg: engine.RenderConfig):
@@ -156,118 +149,178 @@ def _step_rows(scene: engine.Scene, cfg: engine.RenderConfig):
 
 
 _LATTICE_LEAVES = ("n_cells", "fudge", "reciprocal_A", "default_F")
+_POLAR_LEAVES = ("kahn_factor", "polar_axis")
 
 
-def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
-    """Scene cotangent of ⟨g, image⟩ restricted to one row block."""
+def _adjoint_block(scene, cfg, switch_cfg, mask, image, g, want_table, switch, block_index):
+    """Scene cotangent of ⟨g, image⟩ restricted to one row block, and the interpolation switch after it.
+
+    ``switch`` is the engine's ``(interpolating, first_oob)`` carry before the
+    block; ``switch_cfg`` the configuration the forward rendered with (its
+    evaluation precision), so that the switch-off point is the forward's own.
+    """
     dtype = scene.pix0_m.dtype
     fast_i, slow_i, active = engine._block_active(cfg, mask, block_index)
     fast, slow = fast_i.astype(dtype), slow_i.astype(dtype)
     rows = jnp.clip(slow_i[:, 0], 0, cfg.spixels - 1)
     g_blk = jnp.where(active, g[rows][:, fast_i[0]], 0.0)
     img_blk = jnp.where(active, image[rows][:, fast_i[0]], 0.0)
+    ones = jnp.ones(fast.shape, dtype)
 
-    # (1) prefactors: ∂image/∂θ = image ∂log(f Ω P C)/∂θ
+    # which evaluations interpolate F: the engine's decision, taken as the forward took it
+    interpolate_here = None
+    if cfg.has_hkls and cfg.interpolate:
+        carry = engine.initial_carry(scene)._replace(interpolating=switch[0], first_oob=switch[1])
+        blk = engine._prepare_block(scene, switch_cfg, mask, carry, block_index)[0]
+        interpolate_here, interpolating, first_oob = engine._interpolation_switch(
+            scene, switch_cfg, blk, switch[0], switch[1])
+        switch = (interpolating, first_oob)
+
+    # (1) prefactors: ∂image/∂θ = image ∂log(f · the factors not oversampled)/∂θ
     def log_prefactor(s):
-        omega, polar, capture = _pixel_factors(s, cfg, fast, slow, active)
-        return _safe_log(s.fluence) + _safe_log(omega) + _safe_log(polar) + _safe_log(capture)
+        factors = _pixel_factors(s, cfg, fast, slow, active)
+        return _safe_log(s.fluence) + _safe_log(engine._apply_pixel_factors(ones, cfg, factors))
 
     _, pull_prefactor = jax.vjp(log_prefactor, scene)
     (grad,) = pull_prefactor(g_blk * img_blk)
 
     # (2) the sum over evaluations
-    omega, polar, capture = _pixel_factors(scene, cfg, fast, slow, active)
-    c = jnp.where(active, engine.photons(scene, cfg, g_blk * omega * polar * capture), 0.0)
+    factors = _pixel_factors(scene, cfg, fast, slow, active)
+    c = jnp.where(active, engine.photons(scene, cfg, engine._apply_pixel_factors(g_blk, cfg, factors)), 0.0)
     grad = dataclasses.replace(grad, background_I=grad.background_I + jnp.sum(c))
+    # -oversample_*: the evaluations of a (sub-pixel, source) are weighted by w(θ) (engine._evaluation_weight)
+    weighted = engine._evaluation_weight(cfg, factors) is not None
 
     rows_q = _step_rows(scene, cfg)
+    n_src, n_steps = scene.incident.shape[0], rows_q.shape[0]
     table_flat, table_shape = None, None
     if cfg.has_hkls:
         table_flat, table_shape = structure_factors.padded_table(scene.F_table, scene.default_F)
     lat0 = {k: getattr(scene, k) for k in _LATTICE_LEAVES}
     ray = engine._vmap2(engine._ray, (0, 0) + (None,) * 5)
     scattering = engine._vmap2(engine._scattering, (0, 0, 0, None, None))
-    dmin_cut = engine._vmap2(engine._dmin_cut, (0, 0, 0, None))
+    capture = engine._vmap2(engine._capture, (0, 0, 0, None, None))
+    polar_factor = engine._vmap2(engine._polarization, (0, 0, 0, None, None))
     evaluation = engine._vmap2(engine._evaluation, (0, 0, 0, None, None, None))
 
-    def weighted_terms(q, cell_rows, lat, flat, weights):
+    def terms(q, cell_rows, lat, flat, e_index):
+        """F_cell² F_latt² of one step, per pixel."""
         s = dataclasses.replace(scene, **lat)
         h, k, l, f_latt = evaluation(*q, cell_rows, s, cfg)
-        if cfg.has_hkls:
+        if interpolate_here is not None:
+            f_cell = engine._lookup_F(h, k, l, interpolate_here(e_index, (h, k, l)), (flat, table_shape, None), cfg)
+        elif cfg.has_hkls:
             f_cell = flat[structure_factors.nearest_flat_index(h, k, l, table_shape, cfg.hkl_min)]
-            if cfg.interpolate:  # the "point" fallback: nearest only where the 4x4x4 block leaves the table
-                inside = ~structure_factors.interpolation_out_of_range(h, k, l, cfg.hkl_min, cfg.hkl_max)
-                f_cell = jnp.where(inside, structure_factors.tricubic_F(h, k, l, flat, table_shape, cfg.hkl_min),
-                                   f_cell)
         else:
             f_cell = lat["default_F"]
-        return jnp.sum(weights * (f_cell * f_cell * f_latt * f_latt))
+        return f_cell * f_cell * f_latt * f_latt
+
+    def weighted_terms(q, cell_rows, lat, flat, weights, e_index):
+        t = terms(q, cell_rows, lat, flat, e_index)
+        return jnp.sum(weights * t), t
 
     fast_square = cfg.shape == "square" and not cfg.interpolate and not want_table
     zero_lat = jax.tree_util.tree_map(jnp.zeros_like, lat0)
     zero_flat = jnp.zeros_like(table_flat) if (cfg.has_hkls and want_table) else None
-    zeros3 = tuple(jnp.zeros(fast.shape, dtype) for _ in range(3))
+    zeros = jnp.zeros(fast.shape, dtype)
+    zeros3 = (zeros, zeros, zeros)
+    zero_factors = engine._Factors(zeros, zeros, zeros)
+    zero_scene = jax.tree_util.tree_map(jnp.zeros_like, scene)
+    polar0 = {k: getattr(scene, k) for k in _POLAR_LEAVES}   # what engine._polarization reads
+    zero_polar = jax.tree_util.tree_map(jnp.zeros_like, polar0)
     runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
+    step_index = jnp.arange(n_steps, dtype=jnp.int32)
 
     def run_body(carry, r_index):
-        g_scene, g_rows, g_lat, g_flat = carry
-        layer, sub_s, sub_f = engine._run_indices(cfg, r_index)
+        g_scene, g_rows, g_lat, g_flat, kept = carry
+        layer_i, sub_s, sub_f = engine._run_indices(cfg, r_index)
+        layer = layer_i.astype(dtype)
 
-        def ray_dirs(s):
-            dx, dy, dz, _ = ray(fast, slow, layer.astype(dtype), sub_s, sub_f, s, cfg)
-            return dx, dy, dz
+        def run_geometry(s):
+            dx, dy, dz, omega_sub = ray(fast, slow, layer, sub_s, sub_f, s, cfg)
+            if not weighted:
+                return (dx, dy, dz), kept
+            fraction = capture(dx, dy, dz, layer, s) if cfg.has_thickness else None
+            return (dx, dy, dz), engine._factors_after_run(kept, cfg, omega_sub, fraction, sub_s, sub_f)
 
-        d, pull_ray = jax.vjp(ray_dirs, scene)
+        (d, run_factors), pull_run = jax.vjp(run_geometry, scene)
 
         def source_body(carry, xs):
-            g_d, g_rows, g_lat, g_flat = carry
-            incident, wavelength = xs
+            g_d, g_factors, g_src, g_rows, g_lat, g_flat, kept = carry
+            incident, wavelength, s_index = xs
             q, pull_q = jax.vjp(lambda d, i, w: scattering(*d, i, w), d, incident, wavelength)
-            weights = c
-            if cfg.has_dmin:
-                weights = jnp.where(dmin_cut(*q, scene.dmin_m), 0.0, c)
+            cut = _cut(*d, (incident, wavelength), active, scene, cfg)
+            c_eval = jnp.where(cut, 0.0, c)
+            if weighted:
+                def source_weight(d, run_factors, incident, polar_leaves):
+                    s = dataclasses.replace(scene, **polar_leaves)
+                    pol = polar_factor(*d, incident, s) if engine._polarization_computed(cfg) else None
+                    entering = run_factors._replace(polar=kept.polar)
+                    after = engine._factors_after_source(entering, cfg, pol, cut)
+                    return engine._evaluation_weight(cfg, after), after
+
+                w, pull_w, kept = jax.vjp(source_weight, d, run_factors, incident, polar0, has_aux=True)
+                weights = c_eval * w
+            else:
+                weights = c_eval
+            e_base = engine._evaluation_base(r_index, s_index, n_src, n_steps)
 
             if fast_square:
                 def square_body(carry, cell_rows):
-                    g_q, g_n, g_default = carry
+                    g_q, g_n, g_default, sum_t = carry
                     dq, drows, dn, dd = _square_step(q, cell_rows, scene, cfg, table_flat, table_shape, weights)
-                    return (tuple(x + y for x, y in zip(g_q, dq)), g_n + dn, g_default + dd), drows
+                    if weighted:
+                        sum_t = sum_t + terms(q, cell_rows, lat0, table_flat, None)
+                    return (tuple(x + y for x, y in zip(g_q, dq)), g_n + dn, g_default + dd, sum_t), drows
 
-                init = (zeros3, jnp.zeros_like(scene.n_cells), jnp.zeros_like(scene.default_F))
-                (g_q, g_n, g_default), drows = lax.scan(square_body, init, rows_q)
+                init = (zeros3, jnp.zeros_like(scene.n_cells), jnp.zeros_like(scene.default_F),
+                        zeros if weighted else None)
+                (g_q, g_n, g_default, sum_t), drows = lax.scan(square_body, init, rows_q)
                 g_lat = dict(g_lat, n_cells=g_lat["n_cells"] + g_n, default_F=g_lat["default_F"] + g_default)
             else:
-                def step_body(carry, cell_rows):
-                    g_q, g_lat, g_flat = carry
+                def step_body(carry, xs):
+                    g_q, g_lat, g_flat, sum_t = carry
+                    cell_rows, q_index = xs
+                    e_index = e_base + q_index
                     if g_flat is not None:
-                        _, pull = jax.vjp(lambda q, r, lat, fl: weighted_terms(q, r, lat, fl, weights),
-                                          q, cell_rows, lat0, table_flat)
+                        _, pull, t = jax.vjp(lambda q, r, lat, fl: weighted_terms(q, r, lat, fl, weights, e_index),
+                                             q, cell_rows, lat0, table_flat, has_aux=True)
                         dq, drows, dlat, dflat = pull(jnp.ones((), dtype))
                         g_flat = g_flat + dflat
                     else:
-                        _, pull = jax.vjp(lambda q, r, lat: weighted_terms(q, r, lat, table_flat, weights),
-                                          q, cell_rows, lat0)
+                        _, pull, t = jax.vjp(lambda q, r, lat: weighted_terms(q, r, lat, table_flat, weights, e_index),
+                                             q, cell_rows, lat0, has_aux=True)
                         dq, drows, dlat = pull(jnp.ones((), dtype))
                     g_q = tuple(a + b for a, b in zip(g_q, dq))
                     g_lat = jax.tree_util.tree_map(jnp.add, g_lat, dlat)
-                    return (g_q, g_lat, g_flat), drows
+                    if weighted:
+                        sum_t = sum_t + t
+                    return (g_q, g_lat, g_flat, sum_t), drows
 
-                (g_q, g_lat, g_flat), drows = lax.scan(step_body, (zeros3, g_lat, g_flat), rows_q)
+                init = (zeros3, g_lat, g_flat, zeros if weighted else None)
+                (g_q, g_lat, g_flat, sum_t), drows = lax.scan(step_body, init, (rows_q, step_index))
             dd, dinc, dwav = pull_q(g_q)
             g_d = tuple(a + b for a, b in zip(g_d, dd))
-            return (g_d, g_rows + drows, g_lat, g_flat), (dinc, dwav)
+            if weighted:  # ∂w: Σ_q T_q · c pulled back through the weight of this (sub-pixel, source)
+                dd, dfac, dinc_w, dscene = pull_w(c_eval * sum_t)
+                g_d = tuple(a + b for a, b in zip(g_d, dd))
+                g_factors = jax.tree_util.tree_map(jnp.add, g_factors, dfac)
+                g_src = jax.tree_util.tree_map(jnp.add, g_src, dscene)
+                dinc = dinc + dinc_w
+            return (g_d, g_factors, g_src, g_rows + drows, g_lat, g_flat, kept), (dinc, dwav)
 
-        (g_d, g_rows, g_lat, g_flat), (dinc, dwav) = lax.scan(
-            source_body, (zeros3, g_rows, g_lat, g_flat), (scene.incident, scene.wavelength_m))
-        (d_scene,) = pull_ray(g_d)
+        init = (zeros3, zero_factors, zero_polar, g_rows, g_lat, g_flat, run_factors)
+        xs = (scene.incident, scene.wavelength_m, jnp.arange(n_src, dtype=jnp.int32))
+        (g_d, g_factors, g_src, g_rows, g_lat, g_flat, kept), (dinc, dwav) = lax.scan(source_body, init, xs)
+        (d_scene,) = pull_run((g_d, g_factors))
         d_scene = dataclasses.replace(d_scene, incident=d_scene.incident + dinc,
-                                      wavelength_m=d_scene.wavelength_m + dwav)
+                                      wavelength_m=d_scene.wavelength_m + dwav,
+                                      **{k: getattr(d_scene, k) + g_src[k] for k in _POLAR_LEAVES})
         g_scene = jax.tree_util.tree_map(jnp.add, g_scene, d_scene)
-        return (g_scene, g_rows, g_lat, g_flat), None
+        return (g_scene, g_rows, g_lat, g_flat, kept), None
 
-    zero_scene = jax.tree_util.tree_map(jnp.zeros_like, scene)
-    init = (zero_scene, jnp.zeros_like(rows_q), zero_lat, zero_flat)
-    (g_scene, g_rows, g_lat, g_flat), _ = lax.scan(run_body, init, jnp.asarray(runs))
+    init = (zero_scene, jnp.zeros_like(rows_q), zero_lat, zero_flat, engine._factors_start(cfg, zeros))
+    (g_scene, g_rows, g_lat, g_flat, _), _ = lax.scan(run_body, init, runs)
 
     # step matrices -> cell, spindle, phi, mosaic; lattice leaves; F table
     _, pull_rows = jax.vjp(lambda s: _step_rows(s, cfg), scene)
@@ -279,7 +332,7 @@ def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
         _, pull_table = jax.vjp(lambda t, d: structure_factors.padded_table(t, d)[0], scene.F_table, scene.default_F)
         d_table, d_default = pull_table(g_flat)
         grad = dataclasses.replace(grad, F_table=grad.F_table + d_table, default_F=grad.default_F + d_default)
-    return grad
+    return grad, switch
 
 
 def _sincg_and_derivatives(x, n):
@@ -382,14 +435,18 @@ def _render_adjoint_bwd(cfg, residuals, g):
     # mixed precision (a float32 evaluation or image): the reverse pass runs in the scene's
     # precision -- the derivative of the model, not of its rounding
     dtype = scene.pix0_m.dtype
+    switch_cfg = cfg  # where tricubic interpolation switches off: decided as the forward decided it
     cfg = dataclasses.replace(cfg, evaluation_dtype=None, output_dtype=None)
     image, g = image.astype(dtype), g.astype(dtype)
 
-    def body(acc, block_index):
-        part = _adjoint_block(scene, cfg, mask, image, g, want_table, block_index)
-        return jax.tree_util.tree_map(jnp.add, acc, part), None
+    def body(carry, block_index):
+        acc, switch = carry
+        part, switch = _adjoint_block(scene, cfg, switch_cfg, mask, image, g, want_table, switch, block_index)
+        return (jax.tree_util.tree_map(jnp.add, acc, part), switch), None
 
-    total = lax.scan(body, jax.tree_util.tree_map(jnp.zeros_like, scene), jnp.arange(engine.n_blocks(cfg)))[0]
+    start = engine.initial_carry(scene)
+    init = (jax.tree_util.tree_map(jnp.zeros_like, scene), (start.interpolating, start.first_oob))
+    total = lax.scan(body, init, jnp.arange(engine.n_blocks(cfg)))[0][0]
     return total, None
 
 

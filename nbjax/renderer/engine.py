@@ -251,10 +251,11 @@ def _factors_start(cfg: RenderConfig, zeros) -> _Factors:
                     polar=zeros + (1.0 if cfg.nopolar else 0.0))
 
 
-def _factors_after_run(factors: _Factors, cfg: RenderConfig, omega_sub, capture_sub, layer_start) -> _Factors:
-    """After a sub-pixel's ray: Ω and C of the current sub-pixel when oversampled, else the first one
-    (C: the first of each layer, so the last layer's first sub-pixel in the end).
+def _factors_after_run(factors: _Factors, cfg: RenderConfig, omega_sub, capture_sub, sub_s, sub_f) -> _Factors:
+    """After sub-pixel (sub_s, sub_f)'s ray: Ω and C of the current sub-pixel when oversampled, else the
+    first one (C: the first of each layer, so the last layer's first sub-pixel in the end).
     ``capture_sub`` is the sub-pixel's capture fraction (None without -detector_thick)."""
+    layer_start = (sub_s == 0) & (sub_f == 0)
     omega = jnp.where((factors.omega == 0.0) | cfg.oversample_omega, omega_sub, factors.omega)
     capture = factors.capture
     if cfg.has_thickness:
@@ -445,12 +446,11 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
 
     def run_body(acc, r_index):
         layer_i, sub_s, sub_f = _run_indices(cfg, r_index)
-        layer_start = (sub_s == 0) & (sub_f == 0)
         layer = layer_i.astype(dtype)
         dx, dy, dz, omega_sub = ray(blk.fast, blk.slow, layer, sub_s, sub_f, scene, cfg)
         acc = dict(acc)
         fraction = capture(dx, dy, dz, layer, scene) if cfg.has_thickness else None
-        acc.update(_factors_after_run(_factors_of(acc), cfg, omega_sub, fraction, layer_start)._asdict())
+        acc.update(_factors_after_run(_factors_of(acc), cfg, omega_sub, fraction, sub_s, sub_f)._asdict())
         acc["omega_sum"] = acc["omega_sum"] + acc["omega"]
 
         def source_body(acc, xs):
