@@ -31,26 +31,45 @@ __all__ = ["Adjoint", "Autodiff", "UnsupportedGradient", "adjoint_supported", "a
 # Differentiating the engine with plain autodiff stores every intermediate of
 # every (sub-pixel, source, phi, domain) iteration of its nested scans and
 # costs tens of forward renders.  The adjoint below is the same model read
-# backwards: for a cotangent image g,
+# backwards: for a cotangent image g, with the evaluations e of sub-pixel r
+# and source s weighted by w_rs (the product of the -oversample_* factors,
+# 1 without them) and the pixel multiplied by the factors not oversampled, A_p,
 #
-#   image_p = K f Ω_p P_p C_p (I_bg + Σ_e T_e(p)),   T_e = F(hkl_e)² F_latt(hkl_e)², K = r_e²/steps
-#   ∂⟨g, image⟩ = Σ_p g_p image_p ∂log(f Ω_p P_p C_p) + Σ_p c_p (∂I_bg + Σ_e ∂T_e(p)),
-#   c_p = g_p K f Ω_p P_p C_p,
+#   image_p = K f A_p (I_bg + Σ_rs w_rs Σ_{e ∈ rs} T_e),   T_e = F(hkl_e)² F_latt(hkl_e)², K = r_e²/steps
+#   ∂⟨g, image⟩ = Σ_p g_p image_p ∂log(f A_p)
+#               + Σ_p c_p (∂I_bg + Σ_rs [w_rs Σ_e ∂T_e + (Σ_e T_e) ∂w_rs]),   c_p = g_p K f A_p,
 #
 # evaluated in the engine's loop order with the engine's own single-element
-# kernels: each (sub-pixel, source, step) takes the local VJP of its terms and
-# adds the result into small accumulators (per-pixel dq, the 3×3 cell rows
-# of each step, the crystal-size and structure-factor leaves), so nothing is
-# stored per iteration.  Then dq is pulled back through the pixel rays, the
-# step matrices through the phi and mosaic rotations, and the prefactors
-# through their own VJP.  Covered: spec accumulation without the phi = 0
-# carry-over, no -oversample_thick/_polar/_omega, nearest or tricubic F (not
-# with the image-wide "c" interpolation fallback), any precision (mixed
-# precision is differentiated in the scene's); Adjoint() refuses the rest.
+# kernels: each (sub-pixel, source, step) takes the local VJP of its terms
+# (weighted by c w_rs) and adds the result into small accumulators (per-pixel
+# dq, the 3×3 cell rows of each step, the crystal-size and structure-factor
+# leaves, and per pixel Σ_e T_e when there is a weight), so nothing is stored
+# per iteration.  After each source's steps, c Σ_e T_e is pulled back through
+# w_rs (the ray's solid angle and capture fraction, the polarization) with
+# its VJP; dq through the scattering vector and the pixel rays; the step
+# matrices through the phi and mosaic rotations; the prefactors A_p through
+# their own VJP.  Which value each of Ω, P, C keeps, which weight the
+# evaluations and which multiply the pixel are the engine's rules
+# (engine._factors_after_run/_after_source, _evaluation_weight,
+# _apply_pixel_factors), replayed here, not restated.  Tricubic F uses the
+# forward's own per-evaluation on/off decision (engine._interpolation_switch):
+# with nanoBragg's image-wide switch-off the blocks are scanned carrying the
+# switch as the forward does; the switch-off point is piecewise constant, so
+# it contributes no derivative.  Covered: spec accumulation without the
+# phi = 0 carry-over, with or without -oversample_thick/_polar/_omega, nearest
+# or tricubic F with either fallback rule, any precision (mixed precision is
+# differentiated in the scene's; the switch-off point is still found in the
+# forward's precision); Adjoint() refuses the rest.
 
 
 def adjoint_unsupported(render: engine.RenderConfig) -> str | None:
-    """Why the adjoint render cannot differentiate ``render``, or None when it can."""
+    """Why the adjoint render cannot differentiate ``render``, or None when it can.
+
+    Not covered: released nanoBragg's accumulation (the -oversample_* factors
+    multiply the running sum, so every later evaluation's weight depends on
+    the earlier ones) and its phi = 0 carry-over (an evaluation's cell depends
+    on the previously rendered pixel).
+    """
     if render.accumulation != "spec":
         return "c-parity accumulation of the -oversample_* factors (--accumulation c-parity)"
     if render.uses_carryover:
@@ -88,7 +107,10 @@ class Adjoint:
 
     Several times cheaper than :class:`Autodiff` for ``jax.grad``/``jax.vjp``;
     forward mode (``jax.jvp``, ``jax.jacfwd``) is not available through it.
-    Refuses, naming the reason, the configurations of :func:`adjoint_unsupported`.
+    Covers the spec accumulation, -oversample_thick/_polar/_omega included, and
+    tricubic interpolation with either switch-off rule; refuses, naming the
+    reason, the configurations of :func:`adjoint_unsupported` (the c-parity
+    accumulation and the phi = 0 carry-over).
     """
 
     def image(self, scene, config: engine.RenderConfig, mask):
