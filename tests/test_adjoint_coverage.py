@@ -34,6 +34,7 @@ switch from block to block as the forward does.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
@@ -147,12 +148,16 @@ def test_the_switch_off_falls_mid_image():
     c = case("image_wide_fallback")
     render = c.config.render
     assert render.image_wide_fallback and render.block_rows == 4
-    scene = P.scene_from_params(c.params, c.config)
-    result = engine.render(scene, render)
+    point_rule = dataclasses.replace(render, interpolation_fallback="point")
+
+    def both(params):
+        scene = P.scene_from_params(params, c.config)
+        return engine.render_core(scene, render), engine.render_core(scene, point_rule).image
+
+    result, point = _compile(both, c.params)(c.params)
     assert float(result.interpolation_off_at[0]) == 1.0
     # against the "point" rule (nearest only where the neighbourhood leaves the table): the same
     # image before the switch-off (rows 0-9, blocks 0-2), another one after it
-    point = engine.render(scene, render.__class__(**{**render.__dict__, "interpolation_fallback": "point"})).image
     image, point = np.asarray(result.image), np.asarray(point)
     differs = np.argwhere(image != point)
     assert differs.size and differs[0][0] == 10 and np.array_equal(image[:10], point[:10])

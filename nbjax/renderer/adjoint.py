@@ -201,13 +201,12 @@ def _adjoint_block(scene, cfg, switch_cfg, mask, image, g, want_table, switch, b
     # (1) prefactors: ∂image/∂θ = image ∂log(f · the factors not oversampled)/∂θ
     def log_prefactor(s):
         factors = _pixel_factors(s, cfg, fast, slow, active)
-        return _safe_log(s.fluence) + _safe_log(engine._apply_pixel_factors(ones, cfg, factors))
+        return _safe_log(s.fluence) + _safe_log(engine._apply_pixel_factors(ones, cfg, factors)), factors
 
-    _, pull_prefactor = jax.vjp(log_prefactor, scene)
+    _, pull_prefactor, factors = jax.vjp(log_prefactor, scene, has_aux=True)
     (grad,) = pull_prefactor(g_blk * img_blk)
 
     # (2) the sum over evaluations
-    factors = _pixel_factors(scene, cfg, fast, slow, active)
     c = jnp.where(active, engine.photons(scene, cfg, engine._apply_pixel_factors(g_blk, cfg, factors)), 0.0)
     grad = dataclasses.replace(grad, background_I=grad.background_I + jnp.sum(c))
     # -oversample_*: the evaluations of a (sub-pixel, source) are weighted by w(θ) (engine._evaluation_weight)
