@@ -130,29 +130,71 @@ def _safe_log(x):
     return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, active) -> engine._Factors:
-    """Per pixel: Ω, C and P after every sub-pixel and source, kept by the engine's own rules."""
+def _pixel_factors(scene: engine.Scene, cfg: engine.RenderConfig, fast, slow, active):
+    """Per pixel: Ω, C and P after every sub-pixel and source, kept by the engine's own rules, and
+    where each was taken from: the run (and, for P, the source) whose value it is, -1 for none.
+
+    A forward sweep only (nothing to differentiate here); :func:`_taken_factors`
+    recomputes the kept values differentiably from where they were taken.
+    """
     dtype = fast.dtype
     ray = engine._vmap2(engine._ray, (0, 0) + (None,) * 5)
     capture = engine._vmap2(engine._capture, (0, 0, 0, None, None))
     polar_factor = engine._vmap2(engine._polarization, (0, 0, 0, None, None))
     runs = jnp.arange(engine._n_runs(cfg), dtype=jnp.int32)
+    none = jnp.full(fast.shape, -1, jnp.int32)
 
-    def run_body(factors, r_index):
+    def run_body(carry, r_index):
+        factors, (r_omega, r_capture, r_polar, s_polar) = carry
         layer_i, sub_s, sub_f = engine._run_indices(cfg, r_index)
         layer = layer_i.astype(dtype)
         dx, dy, dz, omega_sub = ray(fast, slow, layer, sub_s, sub_f, scene, cfg)
         fraction = capture(dx, dy, dz, layer, scene) if cfg.has_thickness else None
+        take_omega, take_capture = engine._run_takes(factors, cfg, sub_s, sub_f)
+        r_omega = jnp.where(take_omega, r_index, r_omega)
+        r_capture = jnp.where(take_capture, r_index, r_capture)
         factors = engine._factors_after_run(factors, cfg, omega_sub, fraction, sub_s, sub_f)
         if engine._polarization_computed(cfg):
-            def source_body(factors, xs):
-                pol = polar_factor(dx, dy, dz, xs[0], scene)
-                return engine._factors_after_source(factors, cfg, pol, _cut(dx, dy, dz, xs, active, scene, cfg)), None
+            def source_body(carry, xs):
+                factors, r_polar, s_polar = carry
+                cut = _cut(dx, dy, dz, xs[:2], active, scene, cfg)
+                take = engine._source_takes(factors, cfg, cut)
+                r_polar, s_polar = jnp.where(take, r_index, r_polar), jnp.where(take, xs[2], s_polar)
+                factors = engine._factors_after_source(factors, cfg, polar_factor(dx, dy, dz, xs[0], scene), cut)
+                return (factors, r_polar, s_polar), None
 
-            factors = lax.scan(source_body, factors, (scene.incident, scene.wavelength_m))[0]
-        return factors, None
+            xs = (scene.incident, scene.wavelength_m, jnp.arange(scene.incident.shape[0], dtype=jnp.int32))
+            factors, r_polar, s_polar = lax.scan(source_body, (factors, r_polar, s_polar), xs)[0]
+        return (factors, (r_omega, r_capture, r_polar, s_polar)), None
 
-    return lax.scan(run_body, engine._factors_start(cfg, jnp.zeros(fast.shape, dtype)), runs)[0]
+    start = (engine._factors_start(cfg, jnp.zeros(fast.shape, dtype)), (none, none, none, none))
+    return lax.scan(run_body, start, runs)[0]
+
+
+def _taken_factors(scene, cfg, fast, slow, factors, taken):
+    """The kept Ω, C, P that multiply the pixel, recomputed as functions of ``scene`` from the
+    sub-pixel (and source) each was taken from (values as kept where none was taken)."""
+    dtype = fast.dtype
+    r_omega, r_capture, r_polar, s_polar = taken
+    ray = engine._vmap2(engine._ray, (0, 0, 0, 0, 0, None, None))
+
+    def ray_of(r_index):
+        layer, sub_s, sub_f = engine._run_indices(cfg, jnp.maximum(r_index, 0))
+        return layer.astype(dtype), ray(fast, slow, layer.astype(dtype), sub_s, sub_f, scene, cfg)
+
+    omega, capture, polar = factors
+    if not cfg.oversample_omega:
+        omega = jnp.where(r_omega >= 0, ray_of(r_omega)[1][3], omega)
+    if cfg.has_thickness and not cfg.oversample_thick:
+        layer, (dx, dy, dz, _) = ray_of(r_capture)
+        fraction = engine._vmap2(engine._capture, (0, 0, 0, 0, None))(dx, dy, dz, layer, scene)
+        capture = jnp.where(r_capture >= 0, fraction, capture)
+    if engine._polarization_computed(cfg) and not cfg.oversample_polar:
+        _, (dx, dy, dz, _) = ray_of(r_polar)
+        incident = scene.incident[jnp.maximum(s_polar, 0)]
+        value = engine._vmap2(engine._polarization, (0, 0, 0, 0, None))(dx, dy, dz, incident, scene)
+        polar = jnp.where(r_polar >= 0, value, polar)
+    return engine._Factors(omega, capture, polar)
 
 
 def _cut(dx, dy, dz, source, active, scene, cfg):
@@ -199,11 +241,13 @@ def _adjoint_block(scene, cfg, switch_cfg, mask, image, g, want_table, switch, b
         switch = (interpolating, first_oob)
 
     # (1) prefactors: ∂image/∂θ = image ∂log(f · the factors not oversampled)/∂θ
-    def log_prefactor(s):
-        factors = _pixel_factors(s, cfg, fast, slow, active)
-        return _safe_log(s.fluence) + _safe_log(engine._apply_pixel_factors(ones, cfg, factors)), factors
+    factors, taken = _pixel_factors(scene, cfg, fast, slow, active)
 
-    _, pull_prefactor, factors = jax.vjp(log_prefactor, scene, has_aux=True)
+    def log_prefactor(s):
+        kept = _taken_factors(s, cfg, fast, slow, factors, taken)
+        return _safe_log(s.fluence) + _safe_log(engine._apply_pixel_factors(ones, cfg, kept))
+
+    _, pull_prefactor = jax.vjp(log_prefactor, scene)
     (grad,) = pull_prefactor(g_blk * img_blk)
 
     # (2) the sum over evaluations

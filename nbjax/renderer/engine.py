@@ -251,16 +251,22 @@ def _factors_start(cfg: RenderConfig, zeros) -> _Factors:
                     polar=zeros + (1.0 if cfg.nopolar else 0.0))
 
 
+def _run_takes(factors: _Factors, cfg: RenderConfig, sub_s, sub_f):
+    """Whether sub-pixel (sub_s, sub_f) replaces the kept Ω and C by its own: when oversampled, else
+    while none is kept (C: afresh at each layer's first sub-pixel).  Returns (take Ω, take C)."""
+    layer_start = (sub_s == 0) & (sub_f == 0)
+    take_omega = (factors.omega == 0.0) | cfg.oversample_omega
+    take_capture = cfg.has_thickness & (layer_start | (factors.capture == 0.0) | cfg.oversample_thick)
+    return take_omega, take_capture
+
+
 def _factors_after_run(factors: _Factors, cfg: RenderConfig, omega_sub, capture_sub, sub_s, sub_f) -> _Factors:
     """After sub-pixel (sub_s, sub_f)'s ray: Ω and C of the current sub-pixel when oversampled, else the
     first one (C: the first of each layer, so the last layer's first sub-pixel in the end).
     ``capture_sub`` is the sub-pixel's capture fraction (None without -detector_thick)."""
-    layer_start = (sub_s == 0) & (sub_f == 0)
-    omega = jnp.where((factors.omega == 0.0) | cfg.oversample_omega, omega_sub, factors.omega)
-    capture = factors.capture
-    if cfg.has_thickness:
-        current = jnp.where(layer_start, jnp.zeros_like(capture), capture)
-        capture = jnp.where((current == 0.0) | cfg.oversample_thick, capture_sub, current)
+    take_omega, take_capture = _run_takes(factors, cfg, sub_s, sub_f)
+    omega = jnp.where(take_omega, omega_sub, factors.omega)
+    capture = jnp.where(take_capture, capture_sub, factors.capture) if cfg.has_thickness else factors.capture
     return _Factors(omega=omega, capture=capture, polar=factors.polar)
 
 
@@ -269,14 +275,19 @@ def _polarization_computed(cfg: RenderConfig) -> bool:
     return not cfg.nopolar or cfg.oversample_polar
 
 
+def _source_takes(factors: _Factors, cfg: RenderConfig, cut):
+    """Whether a (sub-pixel, source) replaces the kept P by its own: when oversampled, else while none
+    is kept; never where the evaluation is cut (dmin, outside the roi or masked)."""
+    return _polarization_computed(cfg) & ~cut & ((factors.polar == 0.0) | cfg.oversample_polar)
+
+
 def _factors_after_source(factors: _Factors, cfg: RenderConfig, polar_src, cut) -> _Factors:
     """After a source: P of the current (sub-pixel, source) when oversampled, else the first one
-    that was not cut (dmin, outside the roi or masked).  ``polar_src`` is that source's
-    polarization factor (None when :func:`_polarization_computed` is false)."""
+    that was not cut.  ``polar_src`` is that source's polarization factor (None when
+    :func:`_polarization_computed` is false)."""
     if not _polarization_computed(cfg):
         return factors
-    polar = jnp.where(~cut & ((factors.polar == 0.0) | cfg.oversample_polar), polar_src, factors.polar)
-    return factors._replace(polar=polar)
+    return factors._replace(polar=jnp.where(_source_takes(factors, cfg, cut), polar_src, factors.polar))
 
 
 def _evaluation_weight(cfg: RenderConfig, factors: _Factors):
