@@ -157,10 +157,11 @@ def test_the_switch_off_falls_mid_image():
     result, point = _compile(both, c.params)(c.params)
     assert float(result.interpolation_off_at[0]) == 1.0
     # against the "point" rule (nearest only where the neighbourhood leaves the table): the same
-    # image before the switch-off (rows 0-9, blocks 0-2), another one after it
+    # image before the switch-off (rows 0-9, blocks 0-2; to rounding, the two loop nests are
+    # compiled apart), another one after it (by 0.5% of the peak here)
     image, point = np.asarray(result.image), np.asarray(point)
-    differs = np.argwhere(image != point)
-    assert differs.size and differs[0][0] == 10 and np.array_equal(image[:10], point[:10])
+    rows = np.max(np.abs(image - point), axis=1) / image.max()
+    assert np.all(rows[:10] < 1e-12) and rows[10] > 1e-3, rows
 
 
 @pytest.mark.parametrize("name", list(CASES))

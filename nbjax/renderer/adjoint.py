@@ -48,10 +48,11 @@ __all__ = ["Adjoint", "Autodiff", "UnsupportedGradient", "adjoint_supported", "a
 # w_rs (the ray's solid angle and capture fraction, the polarization) with
 # its VJP; dq through the scattering vector and the pixel rays; the step
 # matrices through the phi and mosaic rotations; the prefactors A_p through
-# their own VJP.  Which value each of Ω, P, C keeps, which weight the
+# their own VJP (each kept factor recomputed from the sub-pixel and source it
+# was taken from, which a forward sweep records).  Which value each of Ω, P, C keeps, which weight the
 # evaluations and which multiply the pixel are the engine's rules
-# (engine._factors_after_run/_after_source, _evaluation_weight,
-# _apply_pixel_factors), replayed here, not restated.  Tricubic F uses the
+# (engine._factors_after_run/_after_source with their _run_takes/_source_takes,
+# _evaluation_weight, _apply_pixel_factors), replayed here, not restated.  Tricubic F uses the
 # forward's own per-evaluation on/off decision (engine._interpolation_switch):
 # with nanoBragg's image-wide switch-off the blocks are scanned carrying the
 # switch as the forward does; the switch-off point is piecewise constant, so
