@@ -82,7 +82,7 @@ class Spec:
     def __init__(self, extra, groups, *, fallback="c", exact=True, table=(), plain_all=False):
         self.extra = extra.split()
         self.groups = groups
-        self.fallback = fallback    # tricubic switch-off rule (the adjoint needs "point")
+        self.fallback = fallback    # tricubic switch-off rule ("c" is tested in test_adjoint_coverage.py)
         self.exact = exact          # the direct beam hits DIRECT's centre exactly
         self.table = table          # paths that also differentiate w.r.t. the F table
         self.plain_all = plain_all  # plain autodiff w.r.t. every Params leaf

@@ -230,6 +230,93 @@ def _evaluation(qx, qy, qz, cell_rows, scene: Scene, cfg: RenderConfig):
     return h, k, l, f_latt
 
 
+# --------------------------------------------------------------------------
+# the pixel factors Ω, P, C: which value each keeps (nanoBragg's "first value"
+# rules), which of them weight each evaluation (the -oversample_* flags) and
+# which multiply the pixel at the end.  Stated once here; the adjoint
+# (adjoint.py) replays the same rules.
+
+
+class _Factors(NamedTuple):
+    """Per-pixel solid angle, capture fraction and polarization as the loops carry them."""
+
+    omega: jax.Array
+    capture: jax.Array
+    polar: jax.Array
+
+
+def _factors_start(cfg: RenderConfig, zeros) -> _Factors:
+    """Before the first sub-pixel: nothing kept yet (0), except factors that are off (1)."""
+    return _Factors(omega=zeros, capture=zeros + (0.0 if cfg.has_thickness else 1.0),
+                    polar=zeros + (1.0 if cfg.nopolar else 0.0))
+
+
+def _run_takes(factors: _Factors, cfg: RenderConfig, sub_s, sub_f):
+    """Whether sub-pixel (sub_s, sub_f) replaces the kept Ω and C by its own: when oversampled, else
+    while none is kept (C: afresh at each layer's first sub-pixel).  Returns (take Ω, take C)."""
+    layer_start = (sub_s == 0) & (sub_f == 0)
+    take_omega = (factors.omega == 0.0) | cfg.oversample_omega
+    take_capture = cfg.has_thickness & (layer_start | (factors.capture == 0.0) | cfg.oversample_thick)
+    return take_omega, take_capture
+
+
+def _factors_after_run(factors: _Factors, cfg: RenderConfig, omega_sub, capture_sub, sub_s, sub_f) -> _Factors:
+    """After sub-pixel (sub_s, sub_f)'s ray: Ω and C of the current sub-pixel when oversampled, else the
+    first one (C: the first of each layer, so the last layer's first sub-pixel in the end).
+    ``capture_sub`` is the sub-pixel's capture fraction (None without -detector_thick)."""
+    take_omega, take_capture = _run_takes(factors, cfg, sub_s, sub_f)
+    omega = jnp.where(take_omega, omega_sub, factors.omega)
+    capture = jnp.where(take_capture, capture_sub, factors.capture) if cfg.has_thickness else factors.capture
+    return _Factors(omega=omega, capture=capture, polar=factors.polar)
+
+
+def _polarization_computed(cfg: RenderConfig) -> bool:
+    """Whether each (sub-pixel, source) computes a polarization factor."""
+    return not cfg.nopolar or cfg.oversample_polar
+
+
+def _source_takes(factors: _Factors, cfg: RenderConfig, cut):
+    """Whether a (sub-pixel, source) replaces the kept P by its own: when oversampled, else while none
+    is kept; never where the evaluation is cut (dmin, outside the roi or masked)."""
+    return _polarization_computed(cfg) & ~cut & ((factors.polar == 0.0) | cfg.oversample_polar)
+
+
+def _factors_after_source(factors: _Factors, cfg: RenderConfig, polar_src, cut) -> _Factors:
+    """After a source: P of the current (sub-pixel, source) when oversampled, else the first one
+    that was not cut.  ``polar_src`` is that source's polarization factor (None when
+    :func:`_polarization_computed` is false)."""
+    if not _polarization_computed(cfg):
+        return factors
+    return factors._replace(polar=jnp.where(_source_takes(factors, cfg, cut), polar_src, factors.polar))
+
+
+def _evaluation_weight(cfg: RenderConfig, factors: _Factors):
+    """The spec-mode weight of each evaluation: the product of the oversampled factors (None: 1)."""
+    weight = None
+    for flag, factor in ((cfg.oversample_thick, factors.capture), (cfg.oversample_polar, factors.polar),
+                         (cfg.oversample_omega, factors.omega)):
+        if flag:
+            weight = factor if weight is None else weight * factor
+    return weight
+
+
+def _apply_pixel_factors(value, cfg: RenderConfig, factors: _Factors):
+    """Multiply the pixel by the factors that were *not* oversampled (C, then P, then Ω)."""
+    if not cfg.oversample_thick:
+        value = value * factors.capture
+    if not cfg.oversample_polar:
+        value = value * factors.polar
+    if not cfg.oversample_omega:
+        value = value * factors.omega
+    return value
+
+
+def _evaluation_base(r_index, s_index, n_sources, n_steps):
+    """Index (within the pixel, in loop order) of the first step of sub-pixel run ``r_index``, source
+    ``s_index``; step ``q`` of that (run, source) is evaluation ``base + q``."""
+    return (r_index * n_sources + s_index) * n_steps
+
+
 def _lookup_F(h, k, l, interpolate, table, cfg: RenderConfig):
     """F_cell with interpolation on: tricubic where ``interpolate``, else the nearest reflection."""
     flat, shape, _ = table
@@ -364,9 +451,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     zeros = jnp.zeros(shape, dtype)
     acc = dict(
         I=(zeros + scene.background_I).astype(eval_dtype),
-        omega=zeros,
-        capture=zeros + (0.0 if cfg.has_thickness else 1.0),
-        polar=zeros + (1.0 if cfg.nopolar else 0.0),
+        **_factors_start(cfg, zeros)._asdict(),
         omega_sum=zeros,
         ran=blk.ran_before,
         **extra,
@@ -377,16 +462,12 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
 
     def run_body(acc, r_index):
         layer_i, sub_s, sub_f = _run_indices(cfg, r_index)
-        layer_start = (sub_s == 0) & (sub_f == 0)
         layer = layer_i.astype(dtype)
         dx, dy, dz, omega_sub = ray(blk.fast, blk.slow, layer, sub_s, sub_f, scene, cfg)
         acc = dict(acc)
-        acc["omega"] = jnp.where((acc["omega"] == 0.0) | cfg.oversample_omega, omega_sub, acc["omega"])
+        fraction = capture(dx, dy, dz, layer, scene) if cfg.has_thickness else None
+        acc.update(_factors_after_run(_factors_of(acc), cfg, omega_sub, fraction, sub_s, sub_f)._asdict())
         acc["omega_sum"] = acc["omega_sum"] + acc["omega"]
-        if cfg.has_thickness:
-            current = jnp.where(layer_start, zeros, acc["capture"])
-            fraction = capture(dx, dy, dz, layer, scene)
-            acc["capture"] = jnp.where((current == 0.0) | cfg.oversample_thick, fraction, current)
 
         def source_body(acc, xs):
             incident, wavelength, s_index = xs
@@ -396,20 +477,15 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
                 cut = cut | dmin_cut(qx, qy, qz, scene.dmin_m)
             qx, qy, qz = (x.astype(eval_dtype) for x in (qx, qy, qz))
             acc = dict(acc)
-            if not cfg.nopolar or cfg.oversample_polar:
-                pol = polar_factor(dx, dy, dz, incident, scene)
-                acc["polar"] = jnp.where(~cut & ((acc["polar"] == 0.0) | cfg.oversample_polar), pol, acc["polar"])
-            weight = None
-            for flag, factor in ((cfg.oversample_thick, "capture"), (cfg.oversample_polar, "polar"),
-                                 (cfg.oversample_omega, "omega")):
-                if flag:
-                    weight = acc[factor] if weight is None else weight * acc[factor]
+            pol = polar_factor(dx, dy, dz, incident, scene) if _polarization_computed(cfg) else None
+            acc.update(_factors_after_source(_factors_of(acc), cfg, pol, cut)._asdict())
+            weight = _evaluation_weight(cfg, _factors_of(acc))
             if not body.uses_skip and cfg.has_dmin:
                 weight = jnp.where(cut, 0.0, 1.0 if weight is None else weight)
             if weight is not None:
                 weight = weight.astype(eval_dtype)
             fresh = ~acc["ran"]
-            e_base = (r_index * n_src + s_index) * n_steps
+            e_base = _evaluation_base(r_index, s_index, n_src, n_steps)
 
             def evaluate(xs, leading):
                 cell_rows, alt_rows, is_lead, q_index = xs
@@ -452,6 +528,10 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
         return lax.scan(source_body, acc, source_xs)[0], None
 
     return lax.scan(run_body, acc, run_xs)[0]
+
+
+def _factors_of(acc) -> _Factors:
+    return _Factors(omega=acc["omega"], capture=acc["capture"], polar=acc["polar"])
 
 
 class _Body(NamedTuple):
@@ -586,13 +666,22 @@ def _any_uncut(scene: Scene, cfg: RenderConfig, blk: _Block):
     return lax.scan(run_body, jnp.zeros(blk.fast.shape, bool), runs)[0]
 
 
-def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
-    """Render one block; returns (new carry, (block_rows, roi width) intensities)."""
-    blk, has_run, end_state = _prepare_block(scene, cfg, mask, carry, block_index)
+def _interpolation_switch(scene: Scene, cfg: RenderConfig, blk: _Block, interpolating, first_oob):
+    """Which evaluations of a block look F up by tricubic interpolation, and the switch state after it.
+
+    Returns ``(interpolate_here, interpolating, first_oob)``: the predicate
+    ``interpolate_here(e_index, hkl)`` (per pixel, for evaluation ``e_index``
+    of :func:`_evaluation_base` at Miller indices ``hkl``; None when F is never
+    interpolated) and the carry entries after the block.  With nanoBragg's
+    image-wide rule a probe pass over the block finds the first evaluation
+    (raster order, then loop order) whose 4×4×4 neighbourhood leaves the
+    table: interpolation is on before it and off from it on, for the rest of
+    the image.  With the "point" rule only the evaluations whose neighbourhood
+    leaves the table use the nearest reflection.  The forward render and the
+    adjoint both take the decision from here, so they make the same one.
+    """
     shape = blk.fast.shape
     n_pix = blk.fast.size
-    interpolating, first_oob = carry.interpolating, carry.first_oob
-
     if cfg.image_wide_fallback:
         big = jnp.iinfo(jnp.int32).max
         zeros = jnp.zeros(shape, blk.fast.dtype)
@@ -616,22 +705,25 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
         hkl_star = jnp.stack([x.ravel()[p_safe] for x in probe["first_hkl"]])
         record = jnp.concatenate([jnp.ones(1, hkl_star.dtype), hkl_star, lattice.nearest_index(hkl_star)])
         first_oob = jnp.where(found & (first_oob[0] == 0), record, first_oob)
-        interpolating = interpolating & ~found
-    elif cfg.has_hkls and cfg.interpolate:
+        return interpolate_here, interpolating & ~found, first_oob
+    if cfg.has_hkls and cfg.interpolate:
         def interpolate_here(e_index, hkl):
             return ~structure_factors.interpolation_out_of_range(*hkl, cfg.hkl_min, cfg.hkl_max)
-    else:
-        interpolate_here = None
+
+        return interpolate_here, interpolating, first_oob
+    return None, interpolating, first_oob
+
+
+def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
+    """Render one block; returns (new carry, (block_rows, roi width) intensities)."""
+    blk, has_run, end_state = _prepare_block(scene, cfg, mask, carry, block_index)
+    interpolate_here, interpolating, first_oob = _interpolation_switch(
+        scene, cfg, blk, carry.interpolating, carry.first_oob)
 
     final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, interpolate_here), {})
 
     value = photons(scene, cfg, final["I"].astype(scene.fluence.dtype))
-    if not cfg.oversample_thick:
-        value = value * final["capture"]
-    if not cfg.oversample_polar:
-        value = value * final["polar"]
-    if not cfg.oversample_omega:
-        value = value * final["omega"]
+    value = _apply_pixel_factors(value, cfg, _factors_of(final))
     value = jnp.where(blk.active, value, 0.0)
     if cfg.output_dtype:
         value = value.astype(cfg.output_dtype)

@@ -72,12 +72,9 @@ def _shard_flags(scene, cfg, mask, block_ids):
         blk, has_run, _ = engine._prepare_block(scene, cfg, mask, carry, index)
         any_run, any_oob = flags
         any_run = any_run | jnp.any(has_run)
-        if cfg.image_wide_fallback:
-            big = jnp.iinfo(jnp.int32).max
-            zeros = jnp.zeros(blk.fast.shape, blk.fast.dtype)
-            extra = dict(first_e=jnp.full(blk.fast.shape, big, jnp.int32), first_hkl=(zeros, zeros, zeros))
-            probe = engine._loop_nest(scene, cfg, blk, engine._probe_out_of_range(cfg, big), extra)
-            any_oob = any_oob | jnp.any(probe["first_e"] != big)
+        if cfg.image_wide_fallback:  # the engine's switch-off search, entering with interpolation on
+            _, still_on, _ = engine._interpolation_switch(scene, cfg, blk, jnp.asarray(True), carry.first_oob)
+            any_oob = any_oob | ~still_on
         return (any_run, any_oob), None
 
     (any_run, any_oob), _ = lax.scan(one, (jnp.asarray(False), jnp.asarray(False)), block_ids)
