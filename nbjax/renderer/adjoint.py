@@ -158,14 +158,14 @@ def _step_rows(scene: engine.Scene, cfg: engine.RenderConfig):
 _LATTICE_LEAVES = ("n_cells", "fudge", "reciprocal_A", "default_F")
 
 
-def _adjoint_block(scene, cfg, mask, image, g, want_table, block_index):
-    """Scene cotangent of ⟨g, image⟩ restricted to one row block."""
+def _adjoint_block(scene, cfg, mask, img_blk, g_blk, want_table, block_index):
+    """Scene cotangent of ⟨g, image⟩ restricted to one row block (``img_blk``, ``g_blk``: the block's
+    rows of the image and of its cotangent, from :func:`_row_blocks`)."""
     dtype = scene.pix0_m.dtype
     fast_i, slow_i, active = engine._block_active(cfg, mask, block_index)
     fast, slow = fast_i.astype(dtype), slow_i.astype(dtype)
-    rows = jnp.clip(slow_i[:, 0], 0, cfg.spixels - 1)
-    g_blk = jnp.where(active, g[rows][:, fast_i[0]], 0.0)
-    img_blk = jnp.where(active, image[rows][:, fast_i[0]], 0.0)
+    g_blk = jnp.where(active, g_blk, 0.0)
+    img_blk = jnp.where(active, img_blk, 0.0)
 
     # (1) prefactors: ∂image/∂θ = image ∂log(f Ω P C)/∂θ
     def log_prefactor(s):
@@ -385,12 +385,28 @@ def _render_adjoint_bwd(cfg, residuals, g):
     cfg = dataclasses.replace(cfg, evaluation_dtype=None, output_dtype=None)
     image, g = image.astype(dtype), g.astype(dtype)
 
-    def body(acc, block_index):
-        part = _adjoint_block(scene, cfg, mask, image, g, want_table, block_index)
+    def body(acc, xs):
+        block_index, img_blk, g_blk = xs
+        part = _adjoint_block(scene, cfg, mask, img_blk, g_blk, want_table, block_index)
         return jax.tree_util.tree_map(jnp.add, acc, part), None
 
-    total = lax.scan(body, jax.tree_util.tree_map(jnp.zeros_like, scene), jnp.arange(engine.n_blocks(cfg)))[0]
+    xs = (jnp.arange(engine.n_blocks(cfg)), _row_blocks(cfg, image), _row_blocks(cfg, g))
+    total = lax.scan(body, jax.tree_util.tree_map(jnp.zeros_like, scene), xs)[0]
     return total, None
+
+
+def _row_blocks(cfg: engine.RenderConfig, image):
+    """The roi of a (spixels, fpixels) image as (n_blocks, block_rows, roi width) row blocks,
+    the rows past the roi zero: the inverse of the engine's assembly.  A slice and a reshape,
+    so each block is read contiguously (indexing rows and columns per block made XLA gather
+    the block through a transposed copy)."""
+    x0, x1, y0, y1 = cfg.roi_bounds
+    rows, width = cfg.roi_shape
+    total = engine.n_blocks(cfg) * cfg.block_rows
+    roi = image[y0:y0 + rows, x0:x0 + width]
+    if total != rows:
+        roi = jnp.pad(roi, ((0, total - rows), (0, 0)))
+    return roi.reshape(-1, cfg.block_rows, width)
 
 
 _render_adjoint.defvjp(_render_adjoint_fwd, _render_adjoint_bwd, symbolic_zeros=True)
