@@ -159,10 +159,12 @@ _LATTICE_LEAVES = ("n_cells", "fudge", "reciprocal_A", "default_F")
 
 
 def _adjoint_block(scene, cfg, mask, img_blk, g_blk, want_table, block_index):
-    """Scene cotangent of ⟨g, image⟩ restricted to one row block (``img_blk``, ``g_blk``: the block's
-    rows of the image and of its cotangent, from :func:`_row_blocks`)."""
+    """Scene cotangent of ⟨g, image⟩ restricted to one row block (``mask``, ``img_blk``, ``g_blk``:
+    the block's rows of the mask (or None), the image and its cotangent, from :func:`_row_blocks`)."""
     dtype = scene.pix0_m.dtype
-    fast_i, slow_i, active = engine._block_active(cfg, mask, block_index)
+    fast_i, slow_i, active = engine._block_pixels(cfg, block_index)
+    if mask is not None:  # the block's rows of the mask (see _row_blocks)
+        active = active & (mask != 0)
     fast, slow = fast_i.astype(dtype), slow_i.astype(dtype)
     g_blk = jnp.where(active, g_blk, 0.0)
     img_blk = jnp.where(active, img_blk, 0.0)
@@ -386,11 +388,12 @@ def _render_adjoint_bwd(cfg, residuals, g):
     image, g = image.astype(dtype), g.astype(dtype)
 
     def body(acc, xs):
-        block_index, img_blk, g_blk = xs
-        part = _adjoint_block(scene, cfg, mask, img_blk, g_blk, want_table, block_index)
+        block_index, img_blk, g_blk, mask_blk = xs
+        part = _adjoint_block(scene, cfg, mask_blk, img_blk, g_blk, want_table, block_index)
         return jax.tree_util.tree_map(jnp.add, acc, part), None
 
-    xs = (jnp.arange(engine.n_blocks(cfg)), _row_blocks(cfg, image), _row_blocks(cfg, g))
+    xs = (jnp.arange(engine.n_blocks(cfg)), _row_blocks(cfg, image), _row_blocks(cfg, g),
+          None if mask is None else _row_blocks(cfg, mask))
     total = lax.scan(body, jax.tree_util.tree_map(jnp.zeros_like, scene), xs)[0]
     return total, None
 
