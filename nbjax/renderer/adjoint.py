@@ -217,19 +217,23 @@ _LATTICE_LEAVES = ("n_cells", "fudge", "reciprocal_A", "default_F")
 _POLAR_LEAVES = ("kahn_factor", "polar_axis")
 
 
-def _adjoint_block(scene, cfg, switch_cfg, mask, image, g, want_table, switch, block_index):
+def _adjoint_block(scene, cfg, switch_cfg, mask, mask_blk, img_blk, g_blk, want_table, switch, block_index):
     """Scene cotangent of ⟨g, image⟩ restricted to one row block, and the interpolation switch after it.
 
-    ``switch`` is the engine's ``(interpolating, first_oob)`` carry before the
-    block; ``switch_cfg`` the configuration the forward rendered with (its
+    ``mask_blk``, ``img_blk``, ``g_blk``: the block's rows of the mask (or
+    None), the image and its cotangent, from :func:`_row_blocks`; ``mask`` the
+    whole mask (or None), for the engine's own block preparation.  ``switch``
+    is the engine's ``(interpolating, first_oob)`` carry before the block;
+    ``switch_cfg`` the configuration the forward rendered with (its
     evaluation precision), so that the switch-off point is the forward's own.
     """
     dtype = scene.pix0_m.dtype
-    fast_i, slow_i, active = engine._block_active(cfg, mask, block_index)
+    fast_i, slow_i, active = engine._block_pixels(cfg, block_index)
+    if mask_blk is not None:  # the block's rows of the mask (see _row_blocks)
+        active = active & (mask_blk != 0)
     fast, slow = fast_i.astype(dtype), slow_i.astype(dtype)
-    rows = jnp.clip(slow_i[:, 0], 0, cfg.spixels - 1)
-    g_blk = jnp.where(active, g[rows][:, fast_i[0]], 0.0)
-    img_blk = jnp.where(active, image[rows][:, fast_i[0]], 0.0)
+    g_blk = jnp.where(active, g_blk, 0.0)
+    img_blk = jnp.where(active, img_blk, 0.0)
     ones = jnp.ones(fast.shape, dtype)
 
     # which evaluations interpolate F: the engine's decision, taken as the forward took it
@@ -505,15 +509,33 @@ def _render_adjoint_bwd(cfg, residuals, g):
     cfg = dataclasses.replace(cfg, evaluation_dtype=None, output_dtype=None)
     image, g = image.astype(dtype), g.astype(dtype)
 
-    def body(carry, block_index):
+    def body(carry, xs):
         acc, switch = carry
-        part, switch = _adjoint_block(scene, cfg, switch_cfg, mask, image, g, want_table, switch, block_index)
+        block_index, img_blk, g_blk, mask_blk = xs
+        part, switch = _adjoint_block(scene, cfg, switch_cfg, mask, mask_blk, img_blk, g_blk, want_table, switch,
+                                      block_index)
         return (jax.tree_util.tree_map(jnp.add, acc, part), switch), None
 
     start = engine.initial_carry(scene)
     init = (jax.tree_util.tree_map(jnp.zeros_like, scene), (start.interpolating, start.first_oob))
-    total = lax.scan(body, init, jnp.arange(engine.n_blocks(cfg)))[0][0]
+    xs = (jnp.arange(engine.n_blocks(cfg)), _row_blocks(cfg, image), _row_blocks(cfg, g),
+          None if mask is None else _row_blocks(cfg, mask))
+    total = lax.scan(body, init, xs)[0][0]
     return total, None
+
+
+def _row_blocks(cfg: engine.RenderConfig, image):
+    """The roi of a (spixels, fpixels) image as (n_blocks, block_rows, roi width) row blocks,
+    the rows past the roi zero: the inverse of the engine's assembly.  A slice and a reshape,
+    so each block is read contiguously (indexing rows and columns per block made XLA gather
+    the block through a transposed copy)."""
+    x0, x1, y0, y1 = cfg.roi_bounds
+    rows, width = cfg.roi_shape
+    total = engine.n_blocks(cfg) * cfg.block_rows
+    roi = image[y0:y0 + rows, x0:x0 + width]
+    if total != rows:
+        roi = jnp.pad(roi, ((0, total - rows), (0, 0)))
+    return roi.reshape(-1, cfg.block_rows, width)
 
 
 _render_adjoint.defvjp(_render_adjoint_fwd, _render_adjoint_bwd, symbolic_zeros=True)
