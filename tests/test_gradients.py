@@ -453,7 +453,8 @@ def test_gradient_memory_does_not_grow_with_the_detector():
     XLA's buffer assignment (``memory_analysis``) of the gradient for 1 and 8
     blocks of 8 rows.  Checkpointed, the scratch stays that of one block (only
     image-sized arrays may grow); without the checkpoint the residuals of every
-    block stay alive (about 25x here).  The adjoint needs less than either.
+    block stay alive (they grow by ~36 kB a row here, 30x what image-sized
+    arrays would add).  The adjoint needs less than either.
     """
     def temp_bytes(rows, *, checkpoint=True, adjoint=False):
         argv = ("-default_F 100 -cell 78 84 92 88 93 91 -misset 4 -7 11 -lambda 1.2 -N 5 -detpixels_f 32 "
@@ -471,5 +472,6 @@ def test_gradient_memory_does_not_grow_with_the_detector():
     one, eight = temp_bytes(8), temp_bytes(64)
     image_arrays = 4 * 64 * 32 * 8   # four float64 arrays of the whole image
     assert eight <= one + image_arrays, (one, eight)
-    assert temp_bytes(64, checkpoint=False) > 8 * one   # the measure sees residuals when they are kept
+    # the measure sees residuals when they are kept: far more growth than image-sized arrays explain
+    assert temp_bytes(64, checkpoint=False) - temp_bytes(8, checkpoint=False) > 8 * image_arrays
     assert temp_bytes(64, adjoint=True) <= one
