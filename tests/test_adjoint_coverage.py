@@ -164,9 +164,13 @@ def test_the_switch_off_falls_mid_image():
     assert np.all(rows[:10] < 1e-12) and rows[10] > 1e-3, rows
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", ["oversample_all", "image_wide_fallback"])
 def test_adjoint_equals_autodiff(name):
-    """Adjoint and autodiff through the engine's scans agree on every leaf, to rounding."""
+    """Adjoint and autodiff through the engine's scans agree on every leaf, to rounding.
+
+    The three -oversample_* weights together (each one alone is compared with
+    finite differences below; a compilation of the autodiff gradient costs ~9 s).
+    """
     c = case(name)
     adjoint, autodiff = c.gradient(P.Adjoint()), c.gradient(P.Autodiff())
     checked = 0
