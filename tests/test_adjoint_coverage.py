@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import os
 import re
 
 import jax
@@ -45,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import INPUTS
+from conftest import compile_fast, model_from_args
 from nbjax import groups as G
 from nbjax import params as P
 from nbjax.renderer import engine
@@ -68,21 +67,11 @@ FD_GROUPS = ("distance", "cell", "N", "wavelength", "beam_center")
 TOLERANCE = 1e-4
 FLOOR = 1e-6
 STEPS = 1e-4 * 2.0 ** -np.arange(10)
-# as in test_gradients.py: compile faster, same IEEE arithmetic up to contraction order
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
-
-
-def _compile(fun, *args):
-    return jax.jit(fun).lower(*args).compile(compiler_options=COMPILER_OPTIONS)
+_compile = compile_fast       # fast compiler options: see conftest.FAST_COMPILE
 
 
 def _from_args(argv, **kwargs):
-    cwd = os.getcwd()
-    os.chdir(INPUTS)
-    try:
-        return P.from_args(argv, block_rows=4, **kwargs)
-    finally:
-        os.chdir(cwd)
+    return model_from_args(argv, block_rows=4, **kwargs)
 
 
 class Case:

@@ -56,14 +56,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import INPUTS
+from conftest import compile_fast, model_from_args
 from nbjax.renderer import adjoint, engine
 from nbjax import groups as G
 from nbjax import params as P
@@ -104,24 +103,8 @@ CASES = {
 TOLERANCE = 1e-4
 FLOOR = 1e-6
 STEPS = 1e-4 * 2.0 ** -np.arange(17)
-# Compile time dominates this file: XLA CPU's legacy elemental emitters at LLVM
-# optimisation level 0 compile these gradients 2-4x faster than the defaults
-# (for code that runs for milliseconds here); the arithmetic is the same IEEE
-# arithmetic up to contraction order (~1e-13 relative).
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
-
-
-def _compile(fun, *args):
-    return jax.jit(fun).lower(*args).compile(compiler_options=COMPILER_OPTIONS)
-
-
-def _from_args(argv, **kwargs):
-    cwd = os.getcwd()
-    os.chdir(INPUTS)
-    try:
-        return P.from_args(argv, **kwargs)
-    finally:
-        os.chdir(cwd)
+_compile = compile_fast       # fast compiler options: see conftest.FAST_COMPILE
+_from_args = model_from_args
 
 
 class Case:
