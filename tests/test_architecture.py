@@ -15,6 +15,8 @@ from __future__ import annotations
 import ast
 import pathlib
 
+import pytest
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "nbjax"
 COMMAND_LAYER = ("nbjax.commands", "nbjax.cli", "nbjax.__main__")
 
@@ -180,3 +182,19 @@ def test_private_renderer_names_stay_inside_the_renderer():
     # the check sees a private use where there is one
     inside = _private_uses_of_the_renderer(modules["nbjax.renderer.adjoint"], modules)
     assert any(use.startswith("nbjax.renderer.engine._") for use in inside)
+
+
+def test_render_config_refuses_what_the_renderer_cannot_mean():
+    """RenderConfig validates its modes and sizes when it is made, not deep inside a trace."""
+    import numpy as np
+
+    from nbjax.renderer.engine import RenderConfig
+
+    assert RenderConfig(8, 8, oversample=np.int64(2)).oversample == 2   # numpy integers are whole numbers
+    for kwargs, named in [({"shape": "cube"}, "shape"), ({"accumulation": "C"}, "accumulation"),
+                          ({"phi_carryover": "c"}, "phi_carryover"), ({"interpolation_fallback": "x"},
+                                                                      "interpolation_fallback"),
+                          ({"oversample": 0}, "oversample"), ({"block_rows": 2.5}, "block_rows"),
+                          ({"thicksteps": True}, "thicksteps")]:
+        with pytest.raises(ValueError, match=f"RenderConfig.{named}:"):
+            RenderConfig(8, 8, **kwargs)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -135,6 +136,23 @@ class RenderConfig:
     evaluation_dtype: str | None = None  # e.g. "float32": per-(pixel, step) arithmetic in
                                          # that dtype; pixel geometry stays in the scene's
     output_dtype: str | None = None      # image dtype (default: the scene's), e.g. "float32"
+
+    _CHOICES = {
+        "shape": ("square", "round", "gauss", "tophat"),
+        "interpolation_fallback": ("c", "point"),
+        "accumulation": ("spec", "c-parity"),
+        "phi_carryover": ("spec", "c-parity"),
+    }
+
+    def __post_init__(self):
+        """Refuse a configuration the renderer cannot mean (outside jit, once per configuration)."""
+        for name, allowed in self._CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"RenderConfig.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in ("fpixels", "spixels", "oversample", "thicksteps", "block_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"RenderConfig.{name}: must be a positive whole number, got {value!r}")
 
     @property
     def roi_bounds(self):
