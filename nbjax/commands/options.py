@@ -12,6 +12,7 @@ import os
 import sys
 
 from nbjax.errors import InputError
+from nbjax.renderer import modes
 
 # nbjax's own options: name -> number of values
 NBJAX_OPTIONS = {
@@ -35,9 +36,9 @@ NBJAX_OPTIONS = {
     "--allow-huge": 0,
 }
 CHOICES = {
-    "--phi-carryover-mode": ("spec", "c-parity"),
-    "--accumulation": ("spec", "c-parity"),
-    "--interpolation-fallback": ("c", "point"),
+    "--phi-carryover-mode": modes.PHI_CARRYOVERS,
+    "--accumulation": modes.ACCUMULATIONS,
+    "--interpolation-fallback": modes.INTERPOLATION_FALLBACKS,
     "--precision": ("double", "single"),
     "--rng": ("c", "jax"),
 }

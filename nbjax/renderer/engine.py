@@ -62,6 +62,7 @@ from nbjax.constants import R_E_SQR_M2
 from nbjax.geometry import pixels as pixel_geometry
 from nbjax.geometry.rotation import apply_umat, rotate_about_axis
 from nbjax.physics import absorption, lattice, polarization, structure_factors
+from nbjax.renderer import modes
 
 
 @jax.tree_util.register_dataclass
@@ -138,10 +139,10 @@ class RenderConfig:
     output_dtype: str | None = None      # image dtype (default: the scene's), e.g. "float32"
 
     _CHOICES = {
-        "shape": ("square", "round", "gauss", "tophat"),
-        "interpolation_fallback": ("c", "point"),
-        "accumulation": ("spec", "c-parity"),
-        "phi_carryover": ("spec", "c-parity"),
+        "shape": modes.SHAPES,
+        "interpolation_fallback": modes.INTERPOLATION_FALLBACKS,
+        "accumulation": modes.ACCUMULATIONS,
+        "phi_carryover": modes.PHI_CARRYOVERS,
     }
 
     def __post_init__(self):
@@ -329,6 +330,15 @@ def _apply_pixel_factors(value, cfg: RenderConfig, factors: _Factors):
     return value
 
 
+def _evaluations_cut(q, active, scene: Scene, cfg: RenderConfig):
+    """Per pixel: are the evaluations of a (sub-pixel, source) skipped -- outside the roi or masked
+    (``active`` false), or cut by ``-dmin`` at scattering vector ``q``?"""
+    cut = ~active
+    if cfg.has_dmin:
+        cut = cut | _vmap2(_dmin_cut, (0, 0, 0, None))(*q, scene.dmin_m)
+    return cut
+
+
 def _evaluation_base(r_index, s_index, n_sources, n_steps):
     """Index (within the pixel, in loop order) of the first step of sub-pixel run ``r_index``, source
     ``s_index``; step ``q`` of that (run, source) is evaluation ``base + q``."""
@@ -462,7 +472,6 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     pixel = (0, 0)
     ray = _vmap2(_ray, pixel + (None,) * 5)
     scattering = _vmap2(_scattering, (0, 0, 0, None, None))
-    dmin_cut = _vmap2(_dmin_cut, (0, 0, 0, None))
     polar_factor = _vmap2(_polarization, (0, 0, 0, None, None))
     capture = _vmap2(_capture, (0, 0, 0, None, None))
     evaluation = _vmap2(_evaluation, (0, 0, 0, None, None, None))
@@ -490,9 +499,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
         def source_body(acc, xs):
             incident, wavelength, s_index = xs
             qx, qy, qz = scattering(dx, dy, dz, incident, wavelength)
-            cut = ~blk.active
-            if cfg.has_dmin:
-                cut = cut | dmin_cut(qx, qy, qz, scene.dmin_m)
+            cut = _evaluations_cut((qx, qy, qz), blk.active, scene, cfg)
             qx, qy, qz = (x.astype(eval_dtype) for x in (qx, qy, qz))
             acc = dict(acc)
             pol = polar_factor(dx, dy, dz, incident, scene) if _polarization_computed(cfg) else None
