@@ -199,12 +199,9 @@ def _taken_factors(scene, cfg, fast, slow, factors, taken):
 
 
 def _cut(dx, dy, dz, source, active, scene, cfg):
-    """Evaluations the engine skips for a (sub-pixel, source): outside the roi, masked, or cut by dmin."""
-    cut = ~active
-    if cfg.has_dmin:
-        q = engine._vmap2(engine._scattering, (0, 0, 0, None, None))(dx, dy, dz, source[0], source[1])
-        cut = cut | engine._vmap2(engine._dmin_cut, (0, 0, 0, None))(*q, scene.dmin_m)
-    return cut
+    """Evaluations the engine skips for a (sub-pixel, source) with ray ``d`` (engine._evaluations_cut)."""
+    q = engine._vmap2(engine._scattering, (0, 0, 0, None, None))(dx, dy, dz, source[0], source[1])
+    return engine._evaluations_cut(q, active, scene, cfg)
 
 
 def _step_rows(scene: engine.Scene, cfg: engine.RenderConfig):
