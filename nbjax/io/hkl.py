@@ -74,9 +74,10 @@ from nbjax.errors import InputError
 from nbjax.io.atomic import atomic_write, map_file, read_file_bytes
 from nbjax.io.cachedir import cache_dir
 
-__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "MAX_ABS_F", "MAX_HKL_BYTES", "memoized_tables"]
+__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "MAX_ABS_F", "MAX_HKL_BYTES", "memoized_tables",
+           "memoized_read"]
 
-# (path, mtime, size, default_F) -> HKLTable while memoized_tables() is active
+# (path, mtime, size, reader, options...) -> what the reader returned, while memoized_tables() is active
 _MEMO: dict | None = None
 
 # Refuse index ranges whose grid would hold more slots than this: 2^27 float64
@@ -428,19 +429,30 @@ def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE, raw: bytes | Non
     caller has read them already (they are not read again).
     """
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    return memoized_read(path, ("read_hkl", float(default_F)), lambda: _read_hkl(path, source, default_F, cache, raw))
+
+
+def memoized_read(path, options: tuple, read):
+    """``read()``, done once per file and ``options`` inside :class:`memoized_tables` (else every time).
+
+    The file is known by its real path, modification time and size, so a file
+    changed on disk is read again; ``options`` (hashable) names the reader and
+    whatever else its result depends on.  A path that cannot be examined is
+    simply read (the reader reports the error).
+    """
     key = None
     if _MEMO is not None and isinstance(path, (str, os.PathLike)):
         try:
             info = os.stat(path)
-            key = (os.path.realpath(path), info.st_mtime_ns, info.st_size, float(default_F))
+            key = (os.path.realpath(path), info.st_mtime_ns, info.st_size) + tuple(options)
         except OSError:
             key = None  # the read below reports it
         if key in _MEMO:
             return _MEMO[key]
-    table = _read_hkl(path, source, default_F, cache, raw)
+    value = read()
     if key is not None:
-        _MEMO[key] = table
-    return table
+        _MEMO[key] = value
+    return value
 
 
 class memoized_tables:

@@ -164,20 +164,9 @@ def load_structure_factors(path, *, column: str | None = None, default_F: float 
     path, modification time and size, like the tables there): a batch of many
     jobs reading one file neither re-reads nor re-checks its bytes.
     """
-    key = None
-    if hkl_io._MEMO is not None and isinstance(path, (str, os.PathLike)):
-        try:
-            info = os.stat(path)
-            key = ("load_structure_factors", os.path.realpath(path), info.st_mtime_ns, info.st_size, column,
-                   float(default_F), flag, column_flag)
-        except OSError:
-            key = None  # the read below reports it
-        if key in hkl_io._MEMO:
-            return hkl_io._MEMO[key]
-    data = _load_structure_factors(path, column=column, default_F=default_F, flag=flag, column_flag=column_flag)
-    if key is not None:
-        hkl_io._MEMO[key] = data
-    return data
+    return hkl_io.memoized_read(
+        path, ("load_structure_factors", column, float(default_F), flag, column_flag),
+        lambda: _load_structure_factors(path, column=column, default_F=default_F, flag=flag, column_flag=column_flag))
 
 
 def _load_structure_factors(path, *, column, default_F, flag, column_flag) -> ReflectionData:
