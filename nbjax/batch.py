@@ -418,10 +418,7 @@ def _dispatch_chunk(experiments, batch_size, varies, shared, mask, cache_dir):
     first = experiments[0]
     count = len(experiments)
     if batch_size == 1:
-        if cache_dir is not None:
-            result = aot.render(first.scene, first.config, mask, cache_dir=cache_dir)
-        else:
-            result = engine.render(first.scene, first.config, mask)
+        result = aot.render(first.scene, first.config, mask, cache_dir=cache_dir)  # traced when cache_dir is None
         return lambda: [jax.tree_util.tree_map(np.asarray, result)]
     scenes = [e.scene for e in experiments]
     scenes += [scenes[-1]] * (batch_size - count)
