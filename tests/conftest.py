@@ -100,3 +100,31 @@ def model_from_args(argv, **kwargs):
         return params.from_args(argv, **kwargs)
     finally:
         os.chdir(cwd)
+
+
+def central_differences(evaluate, theta0, units, steps):
+    """Central differences of ``evaluate`` (numpy in, numpy out) along each axis of ``theta0``.
+
+    Step ``steps[j] * units[i]`` along axis i; returns slopes of shape
+    (len(theta0), len(steps)) + the shape of ``evaluate``'s value.
+    """
+    theta0 = np.asarray(theta0)
+    n = theta0.size
+    slopes = []
+    for i in range(n):
+        row = []
+        for step in steps:
+            h = step * units[i]
+            e = np.zeros(n)
+            e[i] = h
+            row.append((np.asarray(evaluate(theta0 + e)) - np.asarray(evaluate(theta0 - e))) / (2.0 * h))
+        slopes.append(row)
+    return np.asarray(slopes)
+
+
+def richardson_best(slopes):
+    """Per parameter: the Richardson extrapolation (4 d(h/2) − d(h))/3 of scalar slopes (n, steps)
+    where consecutive extrapolations agree best (the step between truncation and rounding error)."""
+    rich = (4.0 * slopes[:, 1:] - slopes[:, :-1]) / 3.0
+    best = np.argmin(np.abs(np.diff(rich, axis=1)), axis=1)
+    return rich[np.arange(slopes.shape[0]), best]

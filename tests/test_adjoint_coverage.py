@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import compile_fast, model_from_args
+from conftest import central_differences, compile_fast, model_from_args, richardson_best
 from nbjax import groups as G
 from nbjax import params as P
 from nbjax.renderer import engine
@@ -103,21 +103,10 @@ class Case:
         return self._grads[key]
 
     def finite_differences(self):
-        n = len(self.names)
-        slopes = np.zeros((n, len(STEPS)))
-        theta0 = np.asarray(self.theta0)
         w = np.asarray(self.weights)
-        for i in range(n):
-            for j, step in enumerate(STEPS):
-                h = step * self.units[i]
-                e = np.zeros(n)
-                e[i] = h
-                plus = np.sum(w * np.asarray(self.render(theta0 + e)))
-                minus = np.sum(w * np.asarray(self.render(theta0 - e)))
-                slopes[i, j] = (plus - minus) / (2.0 * h)
-        rich = (4.0 * slopes[:, 1:] - slopes[:, :-1]) / 3.0
-        best = np.argmin(np.abs(np.diff(rich, axis=1)), axis=1)
-        return rich[np.arange(n), best], float(np.sum(w * self.image0))
+        slopes = central_differences(lambda theta: np.sum(w * np.asarray(self.render(theta))),
+                                     self.theta0, self.units, STEPS)
+        return richardson_best(slopes), float(np.sum(w * self.image0))
 
 
 @functools.lru_cache(maxsize=None)

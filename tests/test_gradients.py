@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import compile_fast, model_from_args
+from conftest import central_differences, compile_fast, model_from_args, richardson_best
 from nbjax.renderer import adjoint, engine
 from nbjax import groups as G
 from nbjax import params as P
@@ -184,23 +184,12 @@ class Case:
     def finite_differences(self):
         """Per functional: (Richardson-extrapolated central differences, functional value)."""
         if self._fd is None:
-            n, k = len(self.names), len(STEPS)
-            slopes = np.zeros((n, k) + self.image0.shape)
-            theta0 = np.asarray(self.theta0)
-            for i in range(n):
-                for j, step in enumerate(STEPS):
-                    h = step * self.units[i]
-                    e = np.zeros(n)
-                    e[i] = h
-                    plus = np.asarray(self.render(theta0 + e, self.table0))
-                    minus = np.asarray(self.render(theta0 - e, self.table0))
-                    slopes[i, j] = (plus - minus) / (2.0 * h)
+            slopes = central_differences(lambda theta: np.asarray(self.render(theta, self.table0)),
+                                         self.theta0, self.units, STEPS)
             self._fd = {}
             for label, w in self.functionals.items():
                 d = np.einsum("ijab,ab->ij", slopes, w)
-                rich = (4.0 * d[:, 1:] - d[:, :-1]) / 3.0
-                best = np.argmin(np.abs(np.diff(rich, axis=1)), axis=1)
-                self._fd[label] = (rich[np.arange(n), best], float(np.sum(w * self.image0)))
+                self._fd[label] = (richardson_best(d), float(np.sum(w * self.image0)))
         return self._fd
 
 
