@@ -198,3 +198,22 @@ def test_render_config_refuses_what_the_renderer_cannot_mean():
                           ({"thicksteps": True}, "thicksteps")]:
         with pytest.raises(ValueError, match=f"RenderConfig.{named}:"):
             RenderConfig(8, 8, **kwargs)
+
+
+def test_render_config_modes_are_enums_equal_to_their_spelling():
+    """A mode given by its command-line spelling is stored as its enum member: one configuration, one compile."""
+    from nbjax.renderer import modes
+    from nbjax.renderer.engine import RenderConfig
+
+    spelled = RenderConfig(8, 8, shape="round", accumulation="c-parity", phi_carryover="spec",
+                           interpolation_fallback="point")
+    members = RenderConfig(8, 8, shape=modes.Shape.ROUND, accumulation=modes.Mode.C_PARITY,
+                           phi_carryover=modes.Mode.SPEC, interpolation_fallback=modes.InterpolationFallback.AT_POINT)
+    assert spelled == members and hash(spelled) == hash(members)
+    assert spelled.shape is modes.Shape.ROUND and spelled.accumulation is modes.Mode.C_PARITY
+    assert spelled.interpolation_fallback is modes.InterpolationFallback.AT_POINT
+    assert not spelled.image_wide_fallback
+    assert RenderConfig(8, 8).interpolation_fallback is modes.InterpolationFallback.IMAGE_WIDE
+    # the command layer's choices are the same values
+    assert [str(m) for m in modes.SHAPES] == ["square", "round", "gauss", "tophat"]
+    assert [str(m) for m in modes.ACCUMULATIONS] == ["spec", "c-parity"]

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nbjax.physics import lattice, structure_factors
-from nbjax.renderer import engine
+from nbjax.renderer import engine, modes
 
 __all__ = ["Adjoint", "Autodiff", "UnsupportedGradient", "adjoint_supported", "adjoint_unsupported",
            "best_gradient"]
@@ -71,7 +71,7 @@ def adjoint_unsupported(render: engine.RenderConfig) -> str | None:
     the earlier ones) and its phi = 0 carry-over (an evaluation's cell depends
     on the previously rendered pixel).
     """
-    if render.accumulation != "spec":
+    if render.accumulation is not modes.Mode.SPEC:
         return "c-parity accumulation of the -oversample_* factors (--accumulation c-parity)"
     if render.uses_carryover:
         return "the phi = 0 carry-over of released nanoBragg.c (--phi-carryover-mode c-parity)"
@@ -286,7 +286,7 @@ def _adjoint_block(scene, cfg, switch_cfg, mask, mask_blk, img_blk, g_blk, want_
         t = terms(q, cell_rows, lat, flat, e_index)
         return jnp.sum(weights * t), t
 
-    fast_square = cfg.shape == "square" and not cfg.interpolate and not want_table
+    fast_square = cfg.shape is modes.Shape.SQUARE and not cfg.interpolate and not want_table
     zero_lat = jax.tree_util.tree_map(jnp.zeros_like, lat0)
     zero_flat = jnp.zeros_like(table_flat) if (cfg.has_hkls and want_table) else None
     zeros = jnp.zeros(fast.shape, dtype)

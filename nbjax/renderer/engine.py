@@ -115,7 +115,7 @@ class RenderConfig:
     roi: tuple = None                 # (xmin, xmax, ymin, ymax) inclusive, clipped; None = all
     oversample: int = 1
     thicksteps: int = 1
-    shape: str = "square"             # square | round | gauss | tophat
+    shape: modes.Shape = modes.Shape.SQUARE
     nopolar: bool = False
     point_pixel: bool = False
     curved_detector: bool = False
@@ -129,27 +129,33 @@ class RenderConfig:
     hkl_min: tuple = (0, 0, 0)
     hkl_max: tuple = (0, 0, 0)
     interpolate: bool = False
-    interpolation_fallback: str = "c"  # "c": switch off for the rest; "point": nearest at that point
-    accumulation: str = "spec"         # "spec" | "c-parity"
-    phi_carryover: str = "spec"        # "spec" | "c-parity"
+    interpolation_fallback: modes.InterpolationFallback = modes.InterpolationFallback.IMAGE_WIDE
+    accumulation: modes.Mode = modes.Mode.SPEC    # how the -oversample_* factors weight the sum
+    phi_carryover: modes.Mode = modes.Mode.SPEC   # phi = 0: rotate the cell / reuse the last state
     phi_zero: tuple = ()               # per phi step: is phi exactly 0.0 (host-evaluated)
     block_rows: int = 64
     evaluation_dtype: str | None = None  # e.g. "float32": per-(pixel, step) arithmetic in
                                          # that dtype; pixel geometry stays in the scene's
     output_dtype: str | None = None      # image dtype (default: the scene's), e.g. "float32"
 
-    _CHOICES = {
-        "shape": modes.SHAPES,
-        "interpolation_fallback": modes.INTERPOLATION_FALLBACKS,
-        "accumulation": modes.ACCUMULATIONS,
-        "phi_carryover": modes.PHI_CARRYOVERS,
+    _MODES = {
+        "shape": modes.Shape,
+        "interpolation_fallback": modes.InterpolationFallback,
+        "accumulation": modes.Mode,
+        "phi_carryover": modes.Mode,
     }
 
     def __post_init__(self):
-        """Refuse a configuration the renderer cannot mean (outside jit, once per configuration)."""
-        for name, allowed in self._CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"RenderConfig.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        """Refuse a configuration the renderer cannot mean (outside jit, once per configuration).
+
+        A mode given by its spelling (``"c-parity"``) is stored as its enum member.
+        """
+        for name, kind in self._MODES.items():
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                raise ValueError(f"RenderConfig.{name}: {value!r} is not one of {', '.join(kind)}") from None
         for name in ("fpixels", "spixels", "oversample", "thicksteps", "block_rows"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
@@ -169,12 +175,12 @@ class RenderConfig:
     @property
     def uses_carryover(self) -> bool:
         """Released nanoBragg's phi = 0 carry-over shapes the image (c-parity mode and a phi step at exactly 0)."""
-        return self.phi_carryover == "c-parity" and any(self.phi_zero)
+        return self.phi_carryover is modes.Mode.C_PARITY and any(self.phi_zero)
 
     @property
     def image_wide_fallback(self) -> bool:
         """Tricubic interpolation that switches itself off for the rest of the image (nanoBragg's rule)."""
-        return self.has_hkls and self.interpolate and self.interpolation_fallback == "c"
+        return self.has_hkls and self.interpolate and self.interpolation_fallback is modes.InterpolationFallback.IMAGE_WIDE
 
 
 class Carry(NamedTuple):
@@ -578,7 +584,7 @@ def _accumulate(cfg: RenderConfig, table, interpolate_here):
     """
     flat, shape, default_F = table
     plain_nearest = cfg.has_hkls and not cfg.interpolate
-    compounding = cfg.accumulation == "c-parity" and (
+    compounding = cfg.accumulation is modes.Mode.C_PARITY and (
         cfg.oversample_thick or cfg.oversample_polar or cfg.oversample_omega
     )
 
