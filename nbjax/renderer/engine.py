@@ -116,12 +116,12 @@ class RenderConfig:
     oversample: int = 1
     thicksteps: int = 1
     shape: modes.Shape = modes.Shape.SQUARE
-    nopolar: bool = False
-    point_pixel: bool = False
-    curved_detector: bool = False
-    oversample_thick: bool = False
-    oversample_polar: bool = False
-    oversample_omega: bool = False
+    nopolar: bool = False             # -nopolar: polarization factor 1
+    point_pixel: bool = False         # -point_pixel: solid angle 1/R², no obliquity
+    curved_detector: bool = False     # -curved_det: pixels on a sphere about the sample
+    oversample_thick: bool = False    # capture fraction taken per sub-pixel, not once per pixel
+    oversample_polar: bool = False    # polarization taken per sub-pixel and source
+    oversample_omega: bool = False    # solid angle taken per sub-pixel
     has_thickness: bool = False       # detector_thick > 0: capture fractions are computed
     has_water: bool = False           # water background != 0 (changes the F_latt == 0 skip)
     has_dmin: bool = False
