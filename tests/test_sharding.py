@@ -26,6 +26,9 @@ SCRIPT = textwrap.dedent(
         (args("p39_mask"), dict(block_rows=9)),
         (args("p38_roi"), dict(block_rows=4, phi_carryover="c-parity")),
         (args("p29_oversample_thick"), dict(accumulation="c-parity", block_rows=11)),
+        # tricubic F switched off image-wide at the first out-of-range evaluation: row 71 of 96, on the
+        # third of four devices (25 rows each), so the fourth must start with interpolation off
+        (args("p52_interpolate_switch_off"), dict(block_rows=5)),
         ("-hkl small.hkl -cell 40 40 40 90 90 90 -misset 3 7 11 -lambda 1.0 -N 2 -detpixels 64 "
          "-pixel 0.5 -distance 60 -Xbeam 2 -Ybeam 3 -oversample 2 -phi 0 -osc 1 -phisteps 2 -nonoise".split(),
          dict(block_rows=3, phi_carryover="c-parity")),
@@ -33,6 +36,9 @@ SCRIPT = textwrap.dedent(
     for argv, kw in cases:
         exp = experiment.build(argv, **kw)
         one = engine.render(exp.scene, exp.config, exp.mask)
+        if "-interpolate" in argv:
+            found, *_ = np.asarray(one.interpolation_off_at)
+            assert exp.config.image_wide_fallback and found
         four = sharding.render_sharded(exp.scene, exp.config, exp.mask, devices=4)
         a, b = np.asarray(one.image), np.asarray(four.image)
         assert np.array_equal(a.astype(np.float32), b.astype(np.float32)), argv[:4]
