@@ -19,6 +19,7 @@ float images the processes wrote.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -263,7 +264,7 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
     import jax
 
     jax.devices()  # the runtime started (it may install a SIGTERM handler of its own) ...
-    signals._reinstall()  # ... and nbjax's handlers (nbjax.commands.signals, from main) back on top
+    signals.reinstall()  # ... and nbjax's handlers (nbjax.commands.signals, from main) back on top
     written = 0
     table = []
     started = time.perf_counter()
@@ -315,11 +316,12 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
                 if not quiet:
                     bar.write(line) if bar.active else say(line)
                 bar.update_to(written)
-    except (KeyboardInterrupt, signals.Terminated):
+    except (KeyboardInterrupt, signals.Terminated) as error:
         # SIGINT, SIGTERM and SIGHUP alike (nbjax.commands.signals); main() then ends the process at once
+        # with the status a single render gives: 128 + the signal's number
         signals.safe_print(f"nbjax: interrupted after {written} of {len(todo)} images (those are complete; "
                            "run again with --resume to finish)", file=sys.stderr)
-        return 130
+        return getattr(error, "exit_code", signals.HANDLED[signal.SIGINT])
     elapsed = time.perf_counter() - started
 
     if not quiet and table:

@@ -100,7 +100,7 @@ def installed():
 _active = set()  # the signals whose handler :func:`installed` put in place
 
 
-def _reinstall():
+def reinstall():
     """Put the handlers back over any that a C library installed meanwhile (XLA: SIGTERM)."""
     for signum in _active:
         with contextlib.suppress(OSError, ValueError):
@@ -150,7 +150,7 @@ def run(function, *args, **kwargs):
     """
     if threading.current_thread() is not threading.main_thread():
         return function(*args, **kwargs)
-    _reinstall()  # JAX's runtime may have put its own SIGTERM handler in place as it started
+    reinstall()  # JAX's runtime may have put its own SIGTERM handler in place as it started
     box = {}
 
     def work():
