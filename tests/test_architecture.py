@@ -144,9 +144,11 @@ def test_submodules_are_attributes_of_the_package():
     code = ("import sys, nbjax\n"
             "assert 'nbjax.renderer.sharding' not in sys.modules\n"
             "print(nbjax.renderer.sharding.render_sharded.__name__, nbjax.sharding.render_batch.__name__,"
-            " nbjax.groups.GROUPS[0], nbjax.batch.render_series.__name__)")
+            " nbjax.groups.GROUPS[0], nbjax.batch.render_series.__name__)\n"
+            "names = dir(nbjax)\n"
+            "print(len(names) == len(set(names)), 'sharding' in names, 'simulate' in names)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["render_sharded", "render_batch", "cell", "render_series"]
+    assert out == ["render_sharded", "render_batch", "cell", "render_series", "True", "True", "True"]
 
 
 RENDERER = "nbjax.renderer"
