@@ -48,9 +48,13 @@ The regime statics (the last mean ``oldm`` and the derived ``g``, ``sq``,
 
 Speed
 -----
-The exact path is one sequential numba loop (``cache=True``; in
+The exact path is one sequential loop written for numba (in
 :mod:`nbjax.physics._noise_c`, imported on first use, so that the JAX path
-never imports numba).  Its one trick
+never imports numba).  Loading numba costs a process ~0.6 s, so with
+``cache_dir`` the same functions run compiled ahead of time instead
+(:mod:`nbjax.physics._noise_aot`: an extension module in the nbjax cache
+folder, built once in the background, checked bit for bit against the numba
+kernels, imported without numba).  Its one trick
 keeps C's results while skipping most ``exp`` calls: C computes
 ``g = float(exp(-xm))`` whenever the mean changes (nearly every pixel), yet for
 a small mean the first uniform almost always ends the draw (``u <= g`` gives
