@@ -184,3 +184,16 @@ def test_command_writes_golden_noise_through_the_compiled_module(folder, in_inpu
     assert cli.main(case_args("p40_noise_seeded") + ["--no-compile-cache"]) == 0
     assert (in_inputs_dir / "noise.img").read_bytes() == golden and ran == [1]
     capsys.readouterr()
+
+
+def test_a_stale_lock_is_taken_over_and_its_build_folder_removed(tmp_path, monkeypatch):
+    path = _noise_aot.module_path(str(tmp_path))
+    lock, leftover = Path(path + ".lock"), tmp_path / ".nbjax-noise-build-abc123"
+    lock.touch()
+    leftover.mkdir()
+    assert not _noise_aot._take_lock(path)  # a build is running
+    old = time.time() - _noise_aot._LOCK_STALE_S - 60
+    os.utime(lock, (old, old))
+    os.utime(leftover, (old, old))
+    assert _noise_aot._take_lock(path)  # its process died long ago
+    assert lock.exists() and not leftover.exists()

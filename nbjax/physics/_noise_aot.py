@@ -139,8 +139,9 @@ def build_in_background(folder: str) -> bool:
 def _take_lock(path: str) -> bool:
     lock = path + ".lock"
     try:
-        if time.time() - os.path.getmtime(lock) > _LOCK_STALE_S:
+        if time.time() - os.path.getmtime(lock) > _LOCK_STALE_S:  # its build was killed: clear up after it
             _remove(lock)
+            _remove_stale_build_folders(os.path.dirname(path))
     except OSError:
         pass
     try:
@@ -149,6 +150,14 @@ def _take_lock(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _remove_stale_build_folders(folder: str) -> None:
+    import shutil
+
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".nbjax-noise-build-") and time.time() - entry.stat().st_mtime > _LOCK_STALE_S:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _remove(path: str) -> None:
