@@ -63,12 +63,16 @@ def _regime_means(rng, n=300):
 
 
 def test_compiled_module_imports_without_numba(folder):
-    code = ("import sys; from nbjax.physics import _noise_aot as a; m = a.load(sys.argv[1]); "
-            "print(m is not None, any(k == 'numba' or k.startswith('numba.') for k in sys.modules))")
+    code = ("import sys, numpy as np; from nbjax.physics import _noise_aot as a, noise; m = a.load(sys.argv[1]); "
+            "img = np.linspace(0, 40, 600, dtype=np.float32).reshape(20, 30); "
+            "i, p, o = noise.noise_image_c(img, -3, cache_dir=sys.argv[1]); "
+            "d = noise.poisson_deviates_c(img, -3, cache_dir=sys.argv[1]); "
+            "print(m is not None, any(k == 'numba' or k.startswith('numba.') for k in sys.modules), "
+            "int(i.astype(np.int64).sum() - 40 * 600 == p == d.sum()))")
     out = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "False"]
+    assert out.stdout.split() == ["True", "False", "1"]
 
 
 @pytest.mark.parametrize("seed", [-1, -7, -99991])
