@@ -109,31 +109,55 @@ def load(folder: str):
     return module
 
 
+#: process ids of the builds this process started (not waited for; reaped at the next call)
+_BUILDS: list = []
+
+
 def build_in_background(folder: str) -> bool:
     """Start building the module for ``folder`` in a detached process; True if one was started.
 
     Nothing is started when the module or its ``.failed`` note is there, or
     while another build holds the lock; any problem starting it is ignored.
     """
+    _reap()
     try:
         path = module_path(folder)
         if os.path.exists(path) or os.path.exists(path + ".failed") or not _take_lock(path):
             return False
-        import subprocess
-
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         try:
-            subprocess.Popen([sys.executable, "-m", "nbjax.physics._noise_aot", folder, key()], env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True, close_fds=True)
+            _spawn([sys.executable, "-m", "nbjax.physics._noise_aot", folder, key()], env)
         except Exception:
             _remove(path + ".lock")
             raise
         return True
     except Exception:  # noqa: BLE001 -- an optimisation only
         return False
+
+
+def _spawn(argv, env):
+    """Start ``argv`` in its own session, standard streams on the null device, without waiting."""
+    if hasattr(os, "posix_spawn"):
+        null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+        _BUILDS.append(os.posix_spawn(argv[0], argv, env, file_actions=null, setsid=True))
+        return
+    import subprocess  # pragma: no cover - not POSIX
+
+    subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603
+                     stderr=subprocess.DEVNULL, close_fds=True)
+
+
+def _reap():
+    """Collect the exit status of finished builds (no zombie processes in a long-lived process)."""
+    for pid in list(_BUILDS):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _BUILDS.remove(pid)
 
 
 def _take_lock(path: str) -> bool:
