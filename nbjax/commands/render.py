@@ -50,9 +50,8 @@ def render_command(argv) -> int:
     from nbjax import progress
 
     devices = positive_int_option(options, "--devices", 1)
-    # the flags are read here for -noprogress only when a bar could show (stderr a terminal)
-    show_bar = (devices == 1 and progress.wanted(quiet=quiet)
-                and _settings(cargs, argument_scan(options) == "c-parity").progress_meter)
+    show_bar = devices == 1 and progress.wanted(
+        quiet=quiet, meter=_settings(cargs, argument_scan(options) == "c-parity").progress_meter)
     jax = setup_jax(options, synchronous_cpu=show_bar)
     check_optional_outputs(options)
     exp = build_experiment(options, cargs)
