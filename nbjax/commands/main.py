@@ -42,7 +42,8 @@ nbjax options:
   --rng R                    c (default: nanoBragg's exact noise stream) or jax
   --block-rows N             rows per render block (memory vs speed)
   --devices N                render across N local devices (rows sharded)
-  --no-compile-cache         do not use the persistent compilation cache
+  --no-compile-cache         do not use the persistent caches (compiled renderers
+                             and noise kernels)
                              (default dir: $NBJAX_CACHE_DIR or ~/.cache/nbjax)
   --preview PNG              also write a log-scaled PNG preview (beam centre marked)
   --npy FILE                 also write the float image as a NumPy .npy file

@@ -292,8 +292,10 @@ def write_products(options, exp, image, files, say):
             key = jax.random.PRNGKey(abs(int(out.noise_seed)) % (2**32))
             noisy, photons, overloads = noise.noise_image_jax(image, key, adc_offset=out.adc_offset, roi=roi)
         else:
+            # with the cache folder: the kernels compiled ahead of time, no numba import (physics._noise_aot)
             noisy, photons, overloads = noise.noise_image_c(image, out.noise_seed, adc_offset=out.adc_offset,
-                                                            roi=roi, state=exp.rng_state)
+                                                            roi=roi, state=exp.rng_state,
+                                                            cache_dir=compile_cache_dir(options))
         say(f"{photons:.0f} photons on noise image ({overloads} overloads)")
         say(f"writing {out.noisefile} as 2-byte integers")
         smv.write_smv(files.reserve(out.noisefile, "-noisefile"), np.asarray(noisy, dtype=np.uint16), header)

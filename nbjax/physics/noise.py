@@ -48,9 +48,13 @@ The regime statics (the last mean ``oldm`` and the derived ``g``, ``sq``,
 
 Speed
 -----
-The exact path is one sequential numba loop (``cache=True``; in
+The exact path is one sequential loop written for numba (in
 :mod:`nbjax.physics._noise_c`, imported on first use, so that the JAX path
-never imports numba).  Its one trick
+never imports numba).  Loading numba costs a process ~0.6 s, so with
+``cache_dir`` the same functions run compiled ahead of time instead
+(:mod:`nbjax.physics._noise_aot`: an extension module in the nbjax cache
+folder, built once in the background, checked bit for bit against the numba
+kernels, imported without numba).  Its one trick
 keeps C's results while skipping most ``exp`` calls: C computes
 ``g = float(exp(-xm))`` whenever the mean changes (nearly every pixel), yet for
 a small mean the first uniform almost always ends the draw (``u <= g`` gives
@@ -154,7 +158,7 @@ def _as_float_image(float_image) -> np.ndarray:
     return img
 
 
-def poisson_deviates_c(mean_image: np.ndarray, seed: int, state=None) -> np.ndarray:
+def poisson_deviates_c(mean_image: np.ndarray, seed: int, state=None, *, cache_dir: str | None = None) -> np.ndarray:
     """Poisson deviates exactly as nanoBragg's ``poidev`` draws them, float32.
 
     ``mean_image`` (any shape, converted to float32 as C's float image) is read
@@ -165,31 +169,44 @@ def poisson_deviates_c(mean_image: np.ndarray, seed: int, state=None) -> np.ndar
     may be given instead: its shared statics are used and its ``idum`` is set
     to the seed variable's final value, so that
     ``f(a, st.idum, st); f(b, st.idum, st)`` equals one call on ``a`` then ``b``.
+    ``cache_dir``: see :func:`noise_image_c`.
     """
     means = np.asarray(mean_image)
     flat = np.ascontiguousarray(means.reshape(-1), dtype=np.float32)
-    out = _run_stream(flat, seed, state, None, 0.0)
+    out = _run_stream(flat, seed, state, None, 0.0, cache_dir)
     return out.reshape(means.shape)
 
 
-def _run_stream(flat, seed, state, pixels_out, adc_offset):
+def _run_stream(flat, seed, state, pixels_out, adc_offset, cache_dir):
     """Run the sequential C stream over ``flat`` means; see the public wrappers."""
-    from nbjax.physics import _noise_c
-
     statics = as_statics(state)
     box = np.array([check_seed(seed)], dtype=np.int64)
-    if pixels_out is None:
-        result = _noise_c._deviates_kernel(flat, box, statics.ints, statics.floats)
+    arrays = (flat, box, statics.ints, statics.floats) + (() if pixels_out is None else (pixels_out,))
+    compiled = None
+    if cache_dir is not None:
+        from nbjax.physics import _noise_aot
+
+        if all(a.flags.c_contiguous for a in arrays):  # the compiled kernels take C-ordered arrays only
+            compiled = _noise_aot.load(cache_dir)
+    if compiled is not None:
+        noise_kernel, deviates_kernel = compiled.noise_kernel, compiled.deviates_kernel
     else:
-        result = _noise_c._noise_kernel(flat, float(adc_offset), box,
-                               statics.ints, statics.floats, pixels_out)
+        from nbjax.physics import _noise_c
+
+        noise_kernel, deviates_kernel = _noise_c._noise_kernel, _noise_c._deviates_kernel
+    if pixels_out is None:
+        result = deviates_kernel(flat, box, statics.ints, statics.floats)
+    else:
+        result = noise_kernel(flat, float(adc_offset), box, statics.ints, statics.floats, pixels_out)
     if isinstance(state, Ran1State):
         state.idum = int(box[0])
+    if compiled is None and cache_dir is not None:
+        _noise_aot.build_in_background(cache_dir)  # after the draw: this run waits for nothing
     return result
 
 
 def noise_image_c(float_image: np.ndarray, seed: int, *, adc_offset: float = 40.0,
-                  roi=None, state=None) -> tuple[np.ndarray, float, int]:
+                  roi=None, state=None, cache_dir: str | None = None) -> tuple[np.ndarray, float, int]:
     """nanoBragg's noise image, bit for bit.
 
     ``float_image``: expected photons per pixel, shape ``(spixels, fpixels)``
@@ -198,6 +215,11 @@ def noise_image_c(float_image: np.ndarray, seed: int, *, adc_offset: float = 40.
     inclusive, see :func:`resolve_roi`; pixels outside stay 0 and draw nothing.
     ``state``: shared statics to continue from (a :class:`CStatics` or
     :class:`Ran1State`, updated in place); ``None`` = fresh process.
+    ``cache_dir``: a folder for the kernels compiled ahead of time
+    (:mod:`nbjax.physics._noise_aot`): used when they are there (no numba
+    import), else the numba kernels run and a background process builds
+    them for the next run; ``None`` (default): the numba kernels.  The
+    numbers are the same either way.
 
     Returns ``(image, photons, overloads)``: the uint16 image, the sum of the
     deviates accumulated in double in raster order (as C prints it with
@@ -212,7 +234,7 @@ def noise_image_c(float_image: np.ndarray, seed: int, *, adc_offset: float = 40.
     visited = np.ascontiguousarray(img[rows, cols])
     pixels = np.empty(visited.shape, dtype=np.uint16)
     total, overloads = _run_stream(visited.reshape(-1), seed, state,
-                                   pixels.reshape(-1), adc_offset)
+                                   pixels.reshape(-1), adc_offset, cache_dir)
     if visited.shape == img.shape:
         return pixels, float(total), int(overloads)
     image = np.zeros((spixels, fpixels), dtype=np.uint16)

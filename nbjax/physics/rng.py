@@ -89,9 +89,14 @@ __all__ = [
 # Random rotations
 # --------------------------------------------------------------------------
 
+def _libm_candidates():
+    yield "libm.so.6"  # glibc's name: found without find_library, which runs ldconfig (a process, ms)
+    yield ctypes.util.find_library("m")
+    yield None  # the symbols already loaded into the process
+
+
 def _load_powf():
-    name = ctypes.util.find_library("m")
-    for lib in (name, "libm.so.6", None):
+    for lib in _libm_candidates():
         try:
             fn = ctypes.CDLL(lib).powf
         except (OSError, AttributeError, TypeError):
