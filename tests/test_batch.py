@@ -5,6 +5,7 @@ job); the command tests compare the batch's files byte for byte with those
 of one ``nbjax`` run per job.
 """
 
+import dataclasses
 import gzip
 import os
 import shlex
@@ -132,6 +133,28 @@ def test_interpolation_switch_off_is_per_image(monkeypatch):
     for a, b in zip(together, alone):
         assert np.array_equal(a.image, b.image)
         assert np.array_equal(a.result.interpolation_off_at, b.result.interpolation_off_at)
+
+
+def test_only_the_leaves_that_differ_are_batched():
+    # a series turns phi, stills the cell: every other leaf (detector, beam, table) is passed once, unbatched,
+    # so the per-pixel geometry is computed once per chunk; a batch whose lines differ in nothing still maps
+    def batched(lines, common=TINY):
+        experiments = batch.build_jobs(batch.job_arguments(common, batch.parse_lines(lines)),
+                                       lambda argv: batch.experiment_build(argv, c_parity=True))
+        flags = batch._batched_leaves(experiments)
+        names = [f.name for f in dataclasses.fields(experiments[0].scene)]
+        return {n for n, v in zip(names, flags) if v}
+
+    assert batched(["-phi 0.3 -osc 0.1", "-phi 0.6 -osc 0.1"]) == {"phi_rad"}
+    assert batched(["-misset 1 2 3", "-misset 4 5 6"]) == {"cell_m", "reciprocal_A"}
+    assert batched(["-misset 1 2 3", "-misset 1 2 3 -distance 90"]) == {"pix0_m", "close_distance_m", "distance_m"}
+    same = ["-misset 1 2 3", "-misset 1 2 3"]
+    assert len(batched(same)) == 1  # nothing differs: one leaf carries the batch axis (vmap needs one)
+    together = batch.render_batch(same + ["-misset 4 5 6"], TINY, batch_size=3, c_parity=True)
+    alone = batch.render_batch(["-misset 1 2 3", "-misset 4 5 6"], TINY, batch_size=1, c_parity=True)
+    assert np.array_equal(together[0], alone[0]) and np.array_equal(together[1], alone[0])
+    assert np.array_equal(together[2], alone[1]) and together[0].max() > 0
+    assert not np.array_equal(together[0], together[2])
 
 
 # --------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def render(scene, cfg, mask=None, *, cache_dir: str | None):
     if cache_dir is None:
         return engine.render(scene, cfg, mask)
     leaves, treedef = jax.tree_util.tree_flatten(scene)
-    mask_arg = jax.numpy.zeros((1, 1), bool) if mask is None else jax.numpy.asarray(mask)
+    # host arrays, not jax.numpy ones: each jax.numpy constructor is a little program of its own to load
+    mask_arg = np.zeros((1, 1), bool) if mask is None else jax.numpy.asarray(mask)
     key = _key((cfg, _signature(scene), None if mask is None else _signature(mask_arg)))
     program = _program(cache_dir, key, _flat_renderer(treedef, cfg, mask is not None), (leaves, mask_arg))
     if program is not None:
@@ -156,7 +157,7 @@ def render_mapped(scenes, axes, cfg, mask, *, cache_dir: str | None):
         return None
     leaves, treedef = jax.tree_util.tree_flatten(scenes)
     has_mask = mask is not None
-    mask_arg = jax.numpy.zeros((1, 1), bool) if mask is None else mask
+    mask_arg = np.zeros((1, 1), bool) if mask is None else mask
     key = _key(("mapped", cfg, tuple(axes), _signature(scenes), has_mask, _signature(mask_arg)))
     program = _program(cache_dir, key, _flat_renderer(treedef, cfg, has_mask, tuple(axes)), (leaves, mask_arg))
     if program is None:
