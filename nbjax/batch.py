@@ -363,7 +363,7 @@ def group_key(exp):
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten(exp.scene)
-    shapes = tuple((tuple(np.shape(x)), str(x.dtype)) for x in leaves)
+    shapes = tuple((np.shape(x), np.dtype(x.dtype).str) for x in leaves)  # dtype.str: str(dtype) is slow
     mask = None
     if exp.mask is not None:
         array = np.ascontiguousarray(exp.mask)
