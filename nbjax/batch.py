@@ -27,7 +27,9 @@ Structure-factor files are read once per batch
 
 Speed.  The per-image work outside the render is kept small: the jobs are
 set up with host (numpy) scene arrays (:func:`nbjax.experiment.host_scene_arrays`),
-stacked per chunk and sent to the device once; structure-factor files are read
+stacked per chunk and sent to the device once (the group's unbatched leaves
+once per group, with ``jax.device_put``: ``jax.numpy`` constructors would each
+load a little program); structure-factor files are read
 once; a line that only sets ``-phi`` or ``-misset`` takes its output names
 from one parse of the common flags; the batched renderer
 (:func:`nbjax.renderer.sharding.mapped_render`) comes from the export cache

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from nbjax.commands import signals
 from nbjax.commands.options import (NBJAX_OPTIONS, Printer, compile_cache_dir, positive_int_option, setup_jax,
@@ -201,7 +200,6 @@ def _check_one_detector(experiments):
 def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) -> int:
     from nbjax import batch, cflags, progress
     from nbjax.commands import render
-    from nbjax.io.atomic import remove_quietly
     from nbjax.io.outputs import OutputSet, sweep_stale_all
 
     quiet = bool(options.get("--quiet"))
@@ -269,12 +267,6 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
     written = 0
     table = []
     started = time.perf_counter()
-    # the backups of replaced files are deleted by a thread (freeing an image's disk blocks takes ~1 ms)
-    cleanup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbjax-cleanup")
-
-    def remove_later(path):
-        cleanup.submit(remove_quietly, path)
-
     try:
         if index == 0:
             setup_files = OutputSet()
@@ -308,7 +300,7 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
                 with signals.deferred():  # a signal now is acted on once this image's files are committed
                     try:
                         stats, photons = render.write_products(opts, exp, image, files, silent)
-                        files.commit(remove=remove_later)
+                        files.commit()
                     except BaseException:
                         files.discard()
                         raise
@@ -329,8 +321,6 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
         signals.safe_print(f"nbjax: interrupted after {written} of {len(todo)} images (those are complete; "
                            "run again with --resume to finish)", file=sys.stderr)
         return 130
-    finally:
-        cleanup.shutdown(wait=True)
     elapsed = time.perf_counter() - started
 
     if not quiet and table:

@@ -144,15 +144,12 @@ class OutputSet:
         self._pending = [p for p in self._pending if p[0] != temporary]
         remove_quietly(temporary)
 
-    def commit(self, *, remove=remove_quietly):
+    def commit(self):
         """Rename every file into place; on a failure put back what was there before.
 
         An existing target is first hard-linked to a backup name, so that a
         rename failing half-way through the set can be undone: the files
         already renamed are removed again (or restored from their backups).
-        Once all are in place, ``remove(path)`` deletes the backups (a batch
-        hands them to a thread: deleting the last link of a replaced image
-        frees its disk blocks, about a millisecond per file).
         """
         warnings = []
         pending, self._pending = self._pending, []
@@ -192,7 +189,7 @@ class OutputSet:
             raise
         for _, backup in done:
             if backup is not None:
-                remove(backup)
+                remove_quietly(backup)
         return warnings
 
     def discard(self):
