@@ -464,13 +464,11 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     n_src = scene.incident.shape[0]
     n_steps = blk.matrices.shape[0]
     carryover = cfg.uses_carryover
-    # steps that may use the entering phi state: the leading phi == 0 steps (see _phi_states) -- none
-    # when every step is at phi == 0: then both states are the entering one and one evaluation does
+    # steps that may use the entering phi state: the leading phi == 0 steps (see _phi_states)
     n_lead = 0
     if carryover:
         n_lead_phi = next((j for j, zero in enumerate(cfg.phi_zero) if not zero), len(cfg.phi_zero))
-        if n_lead_phi < len(cfg.phi_zero):
-            n_lead = n_lead_phi * scene.mosaic_umats.shape[0]
+        n_lead = n_lead_phi * scene.mosaic_umats.shape[0]
     pixel = (0, 0)
     ray = _vmap2(_ray, pixel + (None,) * 5)
     scattering = _vmap2(_scattering, (0, 0, 0, None, None))
