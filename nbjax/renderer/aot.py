@@ -93,10 +93,9 @@ def _program(cache_dir, key, fun, args):
             _LOADED[key] = None
             return None
     jitted = jax.jit(exported.call)
-    plain = b"custom_call" not in bytes(exported.mlir_module_serialized)  # looked at once, not per call
 
     def program(*args):
-        with _without_lapack_setup(plain):
+        with _without_lapack_setup(exported):
             return jitted(*args)
 
     _LOADED[key] = program
@@ -104,21 +103,21 @@ def _program(cache_dir, key, fun, args):
 
 
 @contextlib.contextmanager
-def _without_lapack_setup(plain: bool):
+def _without_lapack_setup(exported):
     """Lower a call of ``exported`` without preparing JAX's CPU LAPACK handlers when it has no custom calls.
 
     Before lowering any exported call, ``jax.export`` initialises the CPU
     LAPACK kernels, which imports SciPy's LAPACK wrappers: about 0.4 s, a
     third of a warm batch's start, for a renderer that calls no LAPACK
-    routine (it has no custom calls at all: ``plain``).  A JAX without that
-    private step, or a program with a custom call, is left as it is.
+    routine (it has no custom calls at all).  A JAX without that private
+    step, or a program with a custom call, is left as it is.
     """
     try:
         from jax._src.export import _export as internals
     except ImportError:  # pragma: no cover - another jax layout
         internals = None
     original = getattr(internals, "_ensure_backends_initialized", None)
-    if original is None or not plain:
+    if original is None or b"custom_call" in bytes(exported.mlir_module_serialized):
         yield
         return
     internals._ensure_backends_initialized = lambda platforms: None
