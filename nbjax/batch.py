@@ -9,10 +9,12 @@ that run renders, pixel for pixel.
 What is shared.  Jobs whose static :class:`~nbjax.renderer.engine.RenderConfig`, array
 shapes and mask agree form a *group*: one compiled renderer serves the whole
 group, and the group's scenes are rendered ``batch_size`` at a time with
-``jax.vmap`` over a leading batch axis (leaves that are equal in every job of a
-chunk and large -- typically the structure-factor table, one array shared by
-every job that reads the same file -- are not batched; every small leaf is, so
-one compiled renderer serves a group whatever its jobs vary).  Continuous
+``jax.vmap`` over a leading batch axis.  Only the scene leaves that differ
+between the group's jobs get that axis (in a series the phi angles, in stills
+the cell vectors); a leaf equal in every job -- the detector, the beam, the
+structure-factor table -- is passed once, so the per-pixel geometry computed
+from those alone (position, ray, solid angle, polarization, scattering
+vector) is computed once per block for all images of a chunk.  Continuous
 parameters (orientation, cell, N, distance, beam centre, wavelength, fluence,
 mosaic spread, phi start, ...) live in the scene and do not split a group;
 pixel counts, step counts, oversampling, input files and anything else in the
@@ -25,7 +27,9 @@ Structure-factor files are read once per batch
 
 Speed.  The per-image work outside the render is kept small: the jobs are
 set up with host (numpy) scene arrays (:func:`nbjax.experiment.host_scene_arrays`),
-stacked per chunk and sent to the device once; structure-factor files are read
+stacked per chunk and sent to the device once (the group's unbatched leaves
+once per group, with ``jax.device_put``: ``jax.numpy`` constructors would each
+load a little program); structure-factor files are read
 once; a line that only sets ``-phi`` or ``-misset`` takes its output names
 from one parse of the common flags; the batched renderer
 (:func:`nbjax.renderer.sharding.mapped_render`) comes from the export cache
@@ -361,7 +365,7 @@ def group_key(exp):
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten(exp.scene)
-    shapes = tuple((tuple(np.shape(x)), str(x.dtype)) for x in leaves)
+    shapes = tuple((np.shape(x), np.dtype(x.dtype).str) for x in leaves)  # dtype.str: str(dtype) is slow
     mask = None
     if exp.mask is not None:
         array = np.ascontiguousarray(exp.mask)
@@ -384,22 +388,39 @@ def default_batch_size(config) -> int:
     return max(1, BATCH_PIXEL_BUDGET // block_pixels)
 
 
-#: Leaves up to this many elements always get a batch axis (one compiled renderer whatever varies).
-SMALL_LEAF = 4096
-
-
-def _shared(leaves) -> bool:
-    """A large leaf that is one array in every scene of the chunk: passed once, not batched."""
-    first = leaves[0]
-    return np.size(first) > SMALL_LEAF and all(x is first for x in leaves[1:])
+def _same(values) -> bool:
+    """Every value is the first one, bit for bit (same shape, dtype and bytes; one object is quickest)."""
+    first = values[0]
+    if all(v is first for v in values[1:]):
+        return True
+    a = np.asarray(first)
+    for v in values[1:]:
+        b = np.asarray(v)
+        if b.shape != a.shape or b.dtype != a.dtype or b.tobytes() != a.tobytes():
+            return False
+    return True
 
 
 def _batched_leaves(experiments) -> tuple:
-    """Per scene leaf: does it get a batch axis (all but large leaves shared by every scene of the group)."""
+    """Per scene leaf: does it get a batch axis -- only the leaves that differ between the group's scenes.
+
+    A leaf equal in every scene of the group (the detector, the beam, the
+    structure-factor table, ... in a series or stills, where only the crystal
+    turns) is passed once and stays unbatched inside ``jax.vmap``, so
+    everything computed from such leaves alone -- each pixel's position, ray,
+    solid angle, polarization, scattering vector and cuts -- is computed once
+    per block for the whole chunk instead of once per image.  The flags are
+    part of the export key (:func:`nbjax.renderer.aot.render_mapped`).  When
+    nothing differs (a jobs file repeating one line), the smallest leaf gets
+    the batch axis: ``vmap`` needs one.
+    """
     import jax
 
     flat = [jax.tree_util.tree_leaves(e.scene) for e in experiments]
-    return tuple(not _shared([f[k] for f in flat]) for k in range(len(flat[0])))
+    varies = [not _same([f[k] for f in flat]) for k in range(len(flat[0]))]
+    if not any(varies):
+        varies[min(range(len(varies)), key=lambda k: np.size(flat[0][k]))] = True
+    return tuple(varies)
 
 
 def _dispatch_chunk(experiments, batch_size, varies, shared, mask, cache_dir):
@@ -462,7 +483,6 @@ def render_jobs(experiments: Sequence, positions: Sequence[int] | None = None, *
     (:mod:`nbjax.renderer.aot`; None: trace them).
     """
     import jax
-    import jax.numpy as jnp
 
     wanted = list(range(len(experiments))) if positions is None else list(positions)
     groups = {}
@@ -480,8 +500,11 @@ def render_jobs(experiments: Sequence, positions: Sequence[int] | None = None, *
         group = [experiments[p] for p in members]
         varies = _batched_leaves(group)
         first_leaves = jax.tree_util.tree_leaves(group[0].scene)
-        shared = {k: jnp.asarray(first_leaves[k]) for k, v in enumerate(varies) if not v} if size > 1 else {}
-        mask = None if group[0].mask is None else jnp.asarray(group[0].mask)
+        # to the device once per group; device_put, not jnp.asarray: that compiles (or loads from the
+        # persistent cache) a little copy program per distinct shape, ~5-20 ms each
+        unbatched = [k for k, v in enumerate(varies) if not v] if size > 1 else []
+        shared = dict(zip(unbatched, jax.device_put([np.asarray(first_leaves[k]) for k in unbatched])))
+        mask = None if group[0].mask is None else jax.device_put(np.asarray(group[0].mask))
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             collect = _dispatch_chunk([experiments[p] for p in chunk], size, varies, shared, mask, cache_dir)

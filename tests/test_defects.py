@@ -317,6 +317,21 @@ def test_sigkill_leftovers_are_swept_by_a_later_run(tmp_path):
     assert not stale.exists() and fresh.exists() and other.exists()
 
 
+def test_batch_sweep_reads_each_directory_once_and_removes_only_old_leftovers_of_its_names(tmp_path):
+    (tmp_path / "b").mkdir()
+    old = time.time() - 2 * outputs.STALE_AFTER_S
+    paths = {n: tmp_path / n for n in (".f_1.bin.0123abcd.part", ".f_2.bin.89abcdef.old", "b/.f_1.bin.0123abcd.part",
+                                        ".f_1.bin.4567cdef.part", ".g.bin.0123abcd.part", ".f_1.bin.0123abcd.partx")}
+    for n, p in paths.items():
+        p.write_bytes(b"x")
+        if n != ".f_1.bin.4567cdef.part":
+            os.utime(p, (old, old))
+    removed = outputs.sweep_stale_all([str(tmp_path / "f_1.bin"), str(tmp_path / "f_2.bin"), str(tmp_path / "b/f_1.bin")])
+    gone = {".f_1.bin.0123abcd.part", ".f_2.bin.89abcdef.old", "b/.f_1.bin.0123abcd.part"}
+    assert sorted(removed) == sorted(str(paths[n]) for n in gone)
+    assert all(paths[n].exists() == (n not in gone) for n in paths)
+
+
 def test_closed_stdout_keeps_the_images(in_inputs_dir):
     process = _start(in_inputs_dir, BASE + ["--no-compile-cache"])
     process.stdout.readline()

@@ -201,7 +201,7 @@ def _check_one_detector(experiments):
 def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) -> int:
     from nbjax import batch, cflags, progress
     from nbjax.commands import render
-    from nbjax.io.outputs import OutputSet
+    from nbjax.io.outputs import OutputSet, sweep_stale_all
 
     quiet = bool(options.get("--quiet"))
     say = Printer(quiet)
@@ -282,6 +282,7 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
             except BaseException:
                 setup_files.discard()
                 raise
+        sweep_stale_all([name for p in todo for name in targets[p]])
         enabled = progress.wanted(quiet=quiet, meter=meter)
         with progress.Bar(len(todo), source, unit="image", enabled=enabled, delay=0.0) as bar:
             def on_group(number, members, size):
@@ -296,7 +297,7 @@ def run(jobs, cargs, options, *, source, scan, jobs_file=None, write_jobs=None) 
                 exp, opts = experiments[position], per_image[position]
                 image = render._numpy_image(result)
                 render.require_finite(exp, image)
-                files = OutputSet()
+                files = OutputSet(sweep=False)  # swept above, one directory read for all images
                 with signals.deferred():  # a signal now is acted on once this image's files are committed
                     try:
                         stats, photons = render.write_products(opts, exp, image, files, silent)

@@ -33,24 +33,37 @@ def sweep_stale(target, *, older_than_s: float = STALE_AFTER_S, now: float | Non
     Returns the paths removed.  Errors (a file gone meanwhile, no permission)
     are ignored: the sweep is housekeeping, never a reason to fail a run.
     """
-    directory, name = os.path.split(target)
-    pattern = re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{8}\.(part|old)\Z")
+    return sweep_stale_all([target], older_than_s=older_than_s, now=now)
+
+
+def sweep_stale_all(targets, *, older_than_s: float = STALE_AFTER_S, now: float | None = None) -> list:
+    """:func:`sweep_stale` for many targets, reading each directory once (a batch's thousands of images)."""
+    names = {}
+    for target in targets:
+        if not isinstance(target, str) or not target:
+            continue
+        directory, name = os.path.split(target)
+        names.setdefault(directory, set()).add(name)
+    pattern = re.compile(r"\.(.+)\.[0-9a-f]{8}\.(part|old)\Z")
     now = time.time() if now is None else now
     removed = []
-    try:
-        entries = os.scandir(directory or ".")
-    except OSError:
-        return removed
-    with entries:
-        for entry in entries:
-            if not pattern.match(entry.name):
-                continue
-            try:
-                if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > older_than_s:
-                    os.remove(entry.path)
-                    removed.append(entry.path)
-            except OSError:
-                pass
+    for directory, wanted in names.items():
+        try:
+            entries = os.scandir(directory or ".")
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                match = pattern.match(entry.name)
+                if match is None or match.group(1) not in wanted:
+                    continue
+                try:
+                    if (entry.is_file(follow_symlinks=False)
+                            and now - entry.stat(follow_symlinks=False).st_mtime > older_than_s):
+                        os.remove(entry.path)
+                        removed.append(entry.path)
+                except OSError:
+                    pass
     return removed
 
 
@@ -69,9 +82,10 @@ class OutputSet:
     cannot be written.
     """
 
-    def __init__(self):
+    def __init__(self, *, sweep: bool = True):
         self._pending = []  # (temporary, target, optional)
         self._claimed = {}  # real path -> what
+        self._sweep = sweep  # False: the caller swept the targets' leftovers (sweep_stale_all)
 
     @staticmethod
     def check_distinct(targets):
@@ -115,7 +129,8 @@ class OutputSet:
         if real in self._claimed:
             raise InputError(f"{what}: {target} is also the {self._claimed[real]} output; give each output its own name")
         self._claimed[real] = what
-        sweep_stale(target)
+        if self._sweep:
+            sweep_stale(target)
         directory, name = os.path.split(target)
         temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
         self._pending.append((temporary, target, optional))
