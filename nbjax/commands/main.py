@@ -84,13 +84,24 @@ BATCH_COMMANDS = {"batch": "batch_main", "series": "series_main", "stills": "sti
 
 
 def main(argv=None) -> int:
+    """Run the command ``argv`` (default: the process's own command line) and return its exit status.
+
+    Called without ``argv`` (the ``nbjax`` console script, ``python -m nbjax``)
+    the process ends here once the command has returned, every file written
+    and closed and the streams flushed, without the interpreter's shutdown:
+    tearing down JAX's runtime and the imported modules takes 0.2-0.3 s of
+    every process, a fifth of a warm 2048 x 2048 render.  Nothing is left
+    pending at that point (outputs are committed, caches written, the render
+    thread joined).  ``main(argv)`` with a list returns, for callers in Python.
+    """
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     with signals.installed():
         code = _main(argv)
         received = signals.pending() is not None
-    if received:
-        # XLA's threads may still be working: the interpreter's shutdown could race
-        # with them (abort, segfault), so end the process here, files already cleaned up
+    if received or from_command_line:
+        # after a signal XLA's threads may still be working: the interpreter's shutdown
+        # could race with them (abort, segfault); otherwise it is only slow
         signals.exit_now(code)
     return code
 
