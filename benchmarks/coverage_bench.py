@@ -193,6 +193,9 @@ def main() -> None:
             if other:
                 row["other"] = min(other)
                 row["other_speedup"] = row["c"] / row["other"]
+            if args.compare_with:  # every file the two trees wrote, byte for byte
+                names = sorted(set(os.listdir(jdir)) | set(os.listdir(odir)) - {"big.hkl"})
+                row["same_files"] = all(_same(os.path.join(jdir, f), os.path.join(odir, f)) for f in names)
             row["r"], row["max_rel_err"] = agreement(os.path.join(cdir, "floatimage.bin"),
                                                      os.path.join(jdir, "floatimage.bin"))
             rows.append(row)
@@ -232,13 +235,22 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _same(a: str, b: str) -> bool:
+    try:
+        with open(a, "rb") as x, open(b, "rb") as y:
+            return x.read() == y.read()
+    except OSError:
+        return False
+
+
 _HEADER = [False]
 
 
 def _format(row) -> str:
     cols = [("cell", 28, "{}"), ("mode", 8, "{}"), ("c", 8, "{:.2f}"), ("cold", 8, "{:.2f}"), ("warm", 8, "{:.2f}"),
             ("speedup", 8, "{:.2f}x"), ("other", 8, "{:.2f}"), ("other_speedup", 13, "{:.2f}x"),
-            ("r", 12, "{:.9f}"), ("max_rel_err", 11, "{:.2e}")]
+            ("r", 12, "{:.9f}"), ("max_rel_err", 11, "{:.2e}"),
+            ("same_files", 10, "{}")]
     line = "  ".join((fmt.format(row[k]).ljust(w) if i < 2 else fmt.format(row[k]).rjust(w)) if k in row
                      else "-".rjust(w) for i, (k, w, fmt) in enumerate(cols))
     if not _HEADER[0]:

@@ -1132,7 +1132,8 @@ def _experiment(stages: Stages, mask_image, rng_state, *, accumulation, phi_carr
         cell_m=as_dtype(1e-10 * xtal.real_A), reciprocal_A=as_dtype(xtal.reciprocal_A),
         n_cells=as_dtype(list(xtal.n_cells)), fudge=as_dtype(st.fudge),
         spindle=as_dtype(stages.detector.spindle), phi_rad=as_dtype(phi_values),
-        mosaic_umats=as_dtype(stages.mosaic.umats), F_table=as_dtype(values), default_F=as_dtype(st.default_F),
+        mosaic_umats=as_dtype(stages.mosaic.umats), default_F=as_dtype(st.default_F),
+        F_table=as_dtype(values) if _scene_stays_on_host(dtype) else _aligned_copy(values, dtype),
     )
     if not _scene_stays_on_host(dtype):
         scene = jax.device_put(scene)  # uncommitted, on the default device, like jnp.asarray
@@ -1356,6 +1357,27 @@ def host_scene_arrays():
         yield
     finally:
         _HOST_SCENE.reset(token)
+
+
+def _aligned_copy(array, dtype, align: int = 64) -> np.ndarray:
+    """``array`` as a C-ordered ``dtype`` copy starting on an ``align``-byte boundary (read-only).
+
+    The structure-factor grid reaches the renderer as ``values[:-1, :-1, :-1]``
+    of the table (a strided view, ~30 MB for a 2-million-reflection file).
+    ``jax.device_put`` would make it contiguous and then copy it again into a
+    device buffer; XLA:CPU adopts an aligned C-ordered host array without a
+    copy, so this one copy is all the transfer costs (0.01 s instead of
+    0.04 s there).  On other devices it is the contiguous copy the transfer
+    makes anyway.
+    """
+    array = np.asarray(array)
+    dtype = np.dtype(dtype)
+    buffer = np.empty(array.size * dtype.itemsize + align, dtype=np.uint8)
+    start = (-buffer.ctypes.data) % align
+    out = buffer[start:start + array.size * dtype.itemsize].view(dtype).reshape(array.shape)
+    np.copyto(out, array, casting="unsafe")
+    out.flags.writeable = False
+    return out
 
 
 def _scene_stays_on_host(dtype) -> bool:

@@ -317,3 +317,38 @@ def test_bytes_already_read_are_used(big_hkl, monkeypatch):
     monkeypatch.setenv("NBJAX_CACHE_DIR", str(folder))
     data = reflections.load_structure_factors(path)  # the -hkl entry point: one read of the file
     assert data.format == "text" and data.table == expected
+
+
+def test_unchanged_file_is_known_by_its_identity(big_hkl, monkeypatch):
+    """A file read before and not changed since is not read (nor hashed) again: its stat fields name its entry."""
+    from nbjax.io import reflections
+
+    path, folder = big_hkl
+    expected = read_hkl(path, cache=None)
+    read_hkl(path, cache=str(folder))
+    assert [p.suffix for p in _entries(folder)] == [".bin"]  # just written: too young to be known by its stat
+    monkeypatch.setattr(hkl, "IDENTITY_MIN_AGE_NS", 0)
+    assert read_hkl(path, default_F=1.5, cache=str(folder)) == read_hkl(path, default_F=1.5, cache=None)
+    assert sorted(p.suffix for p in _entries(folder)) == [".bin", ".id"]
+    for name in ("map_file", "read_file_bytes", "_parse"):
+        monkeypatch.setattr(hkl, name, lambda *a, **k: pytest.fail("the file was read again"))
+    monkeypatch.setattr(reflections, "read_file_bytes", lambda *a, **k: pytest.fail("the file was read again"))
+    assert read_hkl(path, cache=str(folder)) == expected
+    monkeypatch.setenv("NBJAX_CACHE_DIR", str(folder))
+    data = reflections.load_structure_factors(path)
+    assert data.format == "text" and data.table == expected
+
+
+def test_changed_file_is_read_again_even_with_its_old_size_and_time(big_hkl, monkeypatch):
+    path, folder = big_hkl
+    monkeypatch.setattr(hkl, "IDENTITY_MIN_AGE_NS", 0)
+    before = read_hkl(path, cache=str(folder))
+    read_hkl(path, cache=str(folder))  # remembered by its identity now
+    assert any(p.suffix == ".id" for p in _entries(folder))
+    old = os.stat(path)
+    time.sleep(0.05)  # past the file system's clock tick: the change time moves on
+    path.write_bytes(path.read_bytes().replace(b"181.363", b"181.364"))  # same size, same inode
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))  # and the old modification time
+    assert os.stat(path).st_size == old.st_size and os.stat(path).st_mtime_ns == old.st_mtime_ns
+    after = read_hkl(path, cache=str(folder))
+    assert before.values[0, 0, 0] == 181.363 and after.values[0, 0, 0] == 181.364

@@ -52,7 +52,14 @@ are kept in the nbjax cache folder (:mod:`nbjax.io.cachedir`) under
 ``hkl/<SHA-256 of the file's bytes>.bin``, so a second read of the same content
 costs a hash and a load.  An entry whose format version, key, sizes or CRC-32
 do not match is ignored and rewritten; entries are written atomically, and only
-the :data:`CACHE_ENTRIES` most recently used are kept.
+the :data:`CACHE_ENTRIES` most recently used are kept.  Beside each entry the
+cache remembers which file had that content (``hkl/<hash of the real path>.id``:
+device, inode, size, modification and change times in ns), so that reading the
+same, unchanged file again skips reading and hashing its bytes (0.05 s of a
+32 MB file): a record is written only for a file last changed at least
+:data:`IDENTITY_MIN_AGE_NS` before its bytes were read (a change in the same
+clock tick as the read could leave every stat field as it was), and any write,
+rename over, ``touch`` or permission change of the file makes it miss.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ import math
 import mmap
 import os
 import re
+import time
 import zlib
 
 import numpy as np
@@ -94,6 +102,8 @@ MAX_ABS_F = math.sqrt(np.finfo(np.float64).max)
 CACHE_MIN_BYTES = 256 << 10
 KERNEL_MIN_BYTES = 8 << 20
 CACHE_ENTRIES = 16
+# A file is remembered by its identity only when it was last changed this long before it was read.
+IDENTITY_MIN_AGE_NS = 2_000_000_000
 
 # A plain decimal number (ASCII digits only).
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -403,14 +413,75 @@ def _cache_store(key: str, folder: str, refl: _Reflections) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, _MAGIC + len(header).to_bytes(8, "little") + header + payload)
-        entries = sorted(
-            (entry for entry in os.scandir(os.path.dirname(path)) if entry.name.endswith(".bin")),
-            key=lambda entry: entry.stat().st_mtime,
-        )
-        for entry in entries[:-CACHE_ENTRIES]:
-            os.remove(entry.path)
+        for suffix, keep in ((".bin", CACHE_ENTRIES), (".id", 4 * CACHE_ENTRIES)):
+            entries = sorted(
+                (entry for entry in os.scandir(os.path.dirname(path)) if entry.name.endswith(suffix)),
+                key=lambda entry: entry.stat().st_mtime,
+            )
+            for entry in entries[:-keep]:
+                os.remove(entry.path)
     except (OSError, InputError):
         pass
+
+
+def _identity(path) -> tuple[str, list[int]] | None:
+    """(real path, [device, inode, size, mtime ns, ctime ns]) of the file ``path``, or None."""
+    try:
+        real = os.path.realpath(path)
+        info = os.stat(real)
+    except (OSError, ValueError, TypeError):
+        return None
+    return real, [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _identity_path(real: str, folder: str) -> str:
+    return os.path.join(folder, "hkl", hashlib.sha256(os.fsencode(real)).hexdigest()[:32] + ".id")
+
+
+def _known_key(path, folder: str) -> str | None:
+    """The content key recorded for the file ``path`` if it has not changed since, else None."""
+    identity = _identity(path)
+    if identity is None or identity[1][2] < CACHE_MIN_BYTES:
+        return None
+    real, fields = identity
+    try:
+        with open(_identity_path(real, folder), "rb") as handle:
+            record = json.loads(handle.read(4096))
+        if record["path"] == real and record["stat"] == fields and isinstance(record["key"], str):
+            return record["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _remember_key(path, folder: str, key: str, read_started_ns: int) -> None:
+    """Record that the file ``path``, whose bytes were read from ``read_started_ns`` on, has content ``key``."""
+    identity = _identity(path)
+    if identity is None:
+        return
+    real, fields = identity
+    if max(fields[3], fields[4]) > read_started_ns - IDENTITY_MIN_AGE_NS:
+        return  # changed shortly before (or since) the read: its stat fields may not tell a later change
+    record = json.dumps({"path": real, "stat": fields, "key": key}).encode()
+    with contextlib.suppress(OSError, InputError):
+        atomic_write(_identity_path(real, folder), record)
+
+
+def cached_table(path, default_F: float = 0.0, *, cache=None) -> HKLTable | None:
+    """The table of the text ``-hkl`` file ``path`` from the cache when the file is known and unchanged, else None.
+
+    Known: :func:`read_hkl` read it before (with this cache folder, default
+    the nbjax cache folder) and remembered it (see the module docstring);
+    nothing of the file is read here.  None means: read the file.
+    """
+    folder = cache_dir() if cache is None else cache
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    key = _known_key(path, folder)
+    refl = _cache_load(key, folder) if key is not None else None
+    if refl is None:
+        return None
+    return _grid(refl, float(default_F), os.fspath(path))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -418,7 +489,8 @@ def _cache_store(key: str, folder: str, refl: _Reflections) -> None:
 _USE_CACHE = object()
 
 
-def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE, raw: bytes | None = None) -> HKLTable:
+def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE, raw: bytes | None = None,
+             raw_read_at_ns: int | None = None) -> HKLTable:
     """Read an ``h k l F`` text file into the dense grid nanoBragg.c uses.
 
     ``default_F`` (electrons) fills every slot of the box that the file does
@@ -427,10 +499,13 @@ def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE, raw: bytes | Non
     ``cache``: folder of the parsed-file cache (default: the nbjax cache
     folder), or None for no cache; only files of at least
     :data:`CACHE_MIN_BYTES` are cached.  ``raw``: the file's bytes when the
-    caller has read them already (they are not read again).
+    caller has read them already (they are not read again); ``raw_read_at_ns``:
+    ``time.time_ns()`` taken before they were read (without it the file is
+    not remembered by its identity, see the module docstring).
     """
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
-    return memoized_read(path, ("read_hkl", float(default_F)), lambda: _read_hkl(path, source, default_F, cache, raw))
+    return memoized_read(path, ("read_hkl", float(default_F)),
+                         lambda: _read_hkl(path, source, default_F, cache, raw, raw_read_at_ns))
 
 
 def memoized_read(path, options: tuple, read):
@@ -477,7 +552,7 @@ class memoized_tables:
         return False
 
 
-def _read_hkl(path, source, default_F, cache, raw):
+def _read_hkl(path, source, default_F, cache, raw, read_started_ns):
     folder = cache_dir() if cache is _USE_CACHE else cache
     key = refl = None
     if raw is not None:
@@ -487,6 +562,11 @@ def _read_hkl(path, source, default_F, cache, raw):
             key = hashlib.sha256(raw).hexdigest()
             refl = _cache_load(key, folder)
     elif folder is not None:
+        key = _known_key(path, folder)
+        refl = _cache_load(key, folder) if key is not None else None
+        if refl is not None:
+            return _grid(refl, float(default_F), source)  # the same file, unchanged: its bytes are not read
+        read_started_ns = time.time_ns()
         view = map_file(path, limit=MAX_HKL_BYTES)
         if len(view) >= CACHE_MIN_BYTES:
             key = hashlib.sha256(view).hexdigest()
@@ -502,4 +582,6 @@ def _read_hkl(path, source, default_F, cache, raw):
         refl = _reflections(indices, table[:, 3].copy(), source)
         if key:
             _cache_store(key, folder, refl)
+    if key and read_started_ns is not None and isinstance(path, (str, os.PathLike)):
+        _remember_key(path, folder, key, read_started_ns)
     return _grid(refl, float(default_F), source)

@@ -65,6 +65,7 @@ import dataclasses
 import math
 import os
 import re
+import time
 
 import numpy as np
 
@@ -171,6 +172,11 @@ def load_structure_factors(path, *, column: str | None = None, default_F: float 
 
 def _load_structure_factors(path, *, column, default_F, flag, column_flag) -> ReflectionData:
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    if column is None:
+        table = hkl_io.cached_table(path, default_F=default_F)  # a text file read before, unchanged
+        if table is not None:
+            return ReflectionData(table=table, format="text")
+    read_started_ns = time.time_ns()
     raw = read_file_bytes(path)
     numbers_only = not raw.translate(None, _NUMERIC_TEXT)
     kind = "text" if numbers_only else file_format(raw)
@@ -181,7 +187,8 @@ def _load_structure_factors(path, *, column, default_F, flag, column_flag) -> Re
                                  or re.search(rb"^(CRYST1|ATOM  |HETATM)", raw, re.MULTILINE)):
             raise InputError(f"{flag} {source}: an atomic model or an mmCIF file without a _refln loop, "
                              "not structure factors (give a model with --model)")
-        return ReflectionData(table=hkl_io.read_hkl(path, default_F=default_F, raw=raw), format="text")
+        return ReflectionData(table=hkl_io.read_hkl(path, default_F=default_F, raw=raw, raw_read_at_ns=read_started_ns),
+                              format="text")
     gemmi = _gemmi(flag, source)
     if kind == "mtz":
         hkl, plus, minus, label, cell, sg, notes = _read_mtz(gemmi, source, column, flag, column_flag)
