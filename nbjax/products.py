@@ -120,36 +120,56 @@ def int_image(image, roi, scale: float, adc_offset: float) -> np.ndarray:
     """uint16 SMV pixels: ``floorf(value·scale + adc + 0.5)`` clipped to [0, 65535]."""
     image = np.asarray(image, dtype=np.float32)
     rows, cols = _roi_slices(image.shape, roi)
-    test = image[rows, cols].astype(np.float64)
-    test *= scale
-    test += adc_offset
-    np.clip(test, 0.0, 65535.0, out=test)
-    # nanoBragg rounds with floorf(): the sum is first rounded to float
-    test += 0.5
-    rounded = test.astype(np.float32)
-    np.floor(rounded, out=rounded)
-    return _place(image.shape, rows, cols, rounded.astype(np.uint16))
+    out = np.zeros(image.shape, dtype=np.uint16)
+    region, target = image[rows, cols], out[rows, cols]
+    for test, start, stop in _row_blocks(region):
+        test *= scale
+        test += adc_offset
+        np.clip(test, 0.0, 65535.0, out=test)
+        # nanoBragg rounds with floorf(): the sum is first rounded to float
+        test += 0.5
+        rounded = test.astype(np.float32)
+        np.floor(rounded, out=rounded)
+        target[start:stop] = rounded
+    return out
 
 
 def pgm_image(image, roi, scale: float) -> np.ndarray:
     """uint8 PGM pixels: ``value·scale`` truncated, at most 255."""
     image = np.asarray(image, dtype=np.float32)
     rows, cols = _roi_slices(image.shape, roi)
-    test = image[rows, cols].astype(np.float64)
-    test *= scale
-    np.minimum(test, 255.0, out=test)
-    np.maximum(test, 0.0, out=test)
-    np.trunc(test, out=test)
-    return _place(image.shape, rows, cols, test.astype(np.uint8))
+    out = np.zeros(image.shape, dtype=np.uint8)
+    region, target = image[rows, cols], out[rows, cols]
+    for test, start, stop in _row_blocks(region):
+        test *= scale
+        np.minimum(test, 255.0, out=test)
+        np.maximum(test, 0.0, out=test)
+        np.trunc(test, out=test)
+        target[start:stop] = test
+    return out
 
 
-def _place(shape, rows, cols, pixels: np.ndarray) -> np.ndarray:
-    """``pixels`` of the roi rectangle in a full image of zeros (itself when the roi is everything)."""
-    if pixels.shape == tuple(shape):
-        return pixels
-    full = np.zeros(shape, dtype=pixels.dtype)
-    full[rows, cols] = pixels
-    return full
+# float64 values per block of rows: 1 MiB, which stays in the cache from one step to the next
+_BLOCK_VALUES = 1 << 17
+
+
+def _row_blocks(region: np.ndarray):
+    """(float64 copy of rows start:stop of ``region``, start, stop) for blocks of rows, one buffer reused.
+
+    The scaled images are element by element, so working a block at a time
+    gives the same bytes as working on the whole image at once, without
+    making (and page-faulting) 32 MB temporaries for a 2048 x 2048 image.
+    """
+    height, width = region.shape
+    if height == 0 or width == 0:
+        return
+    step = max(1, _BLOCK_VALUES // width)
+    buffer = np.empty((min(step, height), width), dtype=np.float64)
+    for start in range(0, height, step):
+        stop = min(start + step, height)
+        block = buffer[: stop - start]
+        np.copyto(block, region[start:stop])
+        yield block, start, stop
 
 
 def require_finite(image, suspects=()) -> None:
