@@ -29,7 +29,7 @@ from typing import IO, Iterator
 
 from nbjax.errors import InputError
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write", "read_file_bytes", "read_file_head", "map_file",
+__all__ = ["array_bytes", "atomic_open", "atomic_path", "atomic_write", "read_file_bytes", "read_file_head", "map_file",
            "MAX_INPUT_BYTES"]
 
 # The largest input file read unless a reader says otherwise (2 GiB): larger
@@ -133,18 +133,29 @@ def atomic_path(path) -> Iterator[str]:
         raise InputError(f"{target}: cannot write: {_describe(error)}") from error
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all-or-nothing (see :func:`atomic_open`).
+def atomic_write(path, data, *more) -> None:
+    """Write ``data`` (then each of ``more``) to ``path`` all-or-nothing (see :func:`atomic_open`).
 
-    Any operating-system error (no such directory, permission denied, disk
-    full) raises :class:`InputError` naming ``path``; no partial file is left.
+    Each part is bytes or any C-contiguous buffer (e.g. :func:`array_bytes` of
+    an image), written as it is: a header and 16 MB of pixels need not be
+    joined into one new bytes object first.  Any operating-system error (no
+    such directory, permission denied, disk full) raises :class:`InputError`
+    naming ``path``; no partial file is left.
     """
     target = os.fspath(path)
     try:
         with atomic_open(target, "wb") as handle:
-            handle.write(data)
+            for part in (data, *more):
+                handle.write(part)
     except OSError as error:
         raise InputError(f"{target}: cannot write: {_describe(error)}") from error
+
+
+def array_bytes(array, dtype) -> memoryview:
+    """The bytes of ``array`` as ``dtype`` in C order: a view when it already is, else of one converted copy."""
+    import numpy as np
+
+    return memoryview(np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8))
 
 
 def _size_text(n: int) -> str:

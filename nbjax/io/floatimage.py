@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from nbjax.errors import InputError
-from nbjax.io.atomic import atomic_write, read_file_bytes
+from nbjax.io.atomic import array_bytes, atomic_write, read_file_bytes
 
 __all__ = ["write_float_image", "read_float_image"]
 
@@ -24,8 +24,7 @@ FLOAT_BYTES = 4
 
 def write_float_image(path, image) -> None:
     """Write ``image`` (any array-like, shape (slow, fast)) as little-endian float32, atomically."""
-    pixels = np.ascontiguousarray(np.asarray(image), dtype="<f4")
-    atomic_write(path, pixels.tobytes())
+    atomic_write(path, array_bytes(np.asarray(image), "<f4"))
 
 
 def read_float_image(path, shape=None) -> np.ndarray:

@@ -27,7 +27,7 @@ import re
 import numpy as np
 
 from nbjax.errors import InputError
-from nbjax.io.atomic import atomic_write, read_file_bytes
+from nbjax.io.atomic import array_bytes, atomic_write, read_file_bytes
 
 __all__ = ["write_pgm", "read_pgm", "pgm_header"]
 
@@ -47,7 +47,7 @@ def write_pgm(path, data: np.ndarray, pgm_scale: float) -> None:
     if pixels.dtype != np.uint8 or pixels.ndim != 2:
         raise ValueError(f"write_pgm: expected a 2-D uint8 array, got {pixels.dtype} with shape {pixels.shape}")
     spixels, fpixels = pixels.shape
-    atomic_write(path, pgm_header(fpixels, spixels, pgm_scale) + np.ascontiguousarray(pixels).tobytes())
+    atomic_write(path, pgm_header(fpixels, spixels, pgm_scale), array_bytes(pixels, np.uint8))
 
 
 def read_pgm(path) -> np.ndarray:

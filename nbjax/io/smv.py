@@ -55,7 +55,7 @@ import re
 import numpy as np
 
 from nbjax.errors import InputError
-from nbjax.io.atomic import atomic_write, read_file_bytes
+from nbjax.io.atomic import array_bytes, atomic_write, read_file_bytes
 from nbjax.io.numbers import c_atof
 
 __all__ = ["SMVImage", "read_smv", "smv_value", "nanobragg_header", "write_smv"]
@@ -236,4 +236,4 @@ def write_smv(path, data: np.ndarray, header: bytes) -> None:
         value = smv_value(text, key)
         if not math.isnan(value) and value != expected:
             raise ValueError(f"write_smv: header {key}={value:g} but the image has {expected} pixels on that axis")
-    atomic_write(path, bytes(header) + np.ascontiguousarray(pixels, dtype="<u2").tobytes())
+    atomic_write(path, bytes(header), array_bytes(pixels, "<u2"))
