@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -113,12 +114,17 @@ def cell_argv(extra: str, n: int) -> list[str]:
     return shlex.split(BASE.format(n=n, pixel=f"{pixel:g}") + " " + extra.format(q=q, q3=q3))
 
 
-def timed(cmd, cwd, env) -> float:
+def timed(cmd, cwd, env, cpu: list | None = None) -> float:
+    """Wall seconds of the process ``cmd``; its CPU seconds (user + system) appended to ``cpu``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:2])} failed: {(proc.stderr or proc.stdout)[-800:]}")
+    if cpu is not None:
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return elapsed
 
 
@@ -176,7 +182,9 @@ def main() -> None:
                 if not os.path.exists(link):
                     os.symlink(hkl, link)
             c_env = dict(os.environ, OMP_NUM_THREADS="1")
-            row["c"] = timed([c_bins[mode]] + argv + ["-noprogress"], cdir, c_env)
+            c_cpu = []
+            row["c"] = timed([c_bins[mode]] + argv + ["-noprogress"], cdir, c_env, c_cpu)
+            row["c_cpu"] = c_cpu[0]
             cmd, env = nbjax_cmd(ROOT, argv, mode, os.path.join(work, "pycache"))
             # cold: an empty cache folder of its own (HKL parse + compile); then the shared warm cache
             cold_cache = os.path.join(work, f"cold-{mode}-{number}")
@@ -189,12 +197,14 @@ def main() -> None:
             if args.compare_with:
                 ocmd, oenv = nbjax_cmd(os.path.abspath(args.compare_with), argv, mode, os.path.join(work, "pycache"))
                 timed(ocmd, odir, dict(oenv, NBJAX_CACHE_DIR=other_cache))
-            warm, other = [], []
+            warm, other, warm_cpu, other_cpu = [], [], [], []
             for _ in range(args.repeat):
                 if args.compare_with:
-                    other.append(timed(ocmd, odir, dict(oenv, NBJAX_CACHE_DIR=other_cache)))
-                warm.append(timed(cmd, jdir, dict(env, NBJAX_CACHE_DIR=cache)))
-            row["warm"] = min(warm)
+                    other.append(timed(ocmd, odir, dict(oenv, NBJAX_CACHE_DIR=other_cache), other_cpu))
+                warm.append(timed(cmd, jdir, dict(env, NBJAX_CACHE_DIR=cache), warm_cpu))
+            row["warm"], row["warm_cpu"] = min(warm), min(warm_cpu)
+            if other_cpu:
+                row["other_cpu"] = min(other_cpu)
             row["speedup"] = row["c"] / row["warm"]
             if other:
                 row["other"] = min(other)
@@ -228,7 +238,9 @@ def main() -> None:
         for mode in modes:
             sel = [r for r in rows if r["mode"] == mode]
             line = (f"aggregate {mode}: C {sum(r['c'] for r in sel):.1f} s, nbjax warm "
-                    f"{sum(r['warm'] for r in sel):.1f} s: {summary[f'aggregate {mode}']:.2f}x")
+                    f"{sum(r['warm'] for r in sel):.1f} s: {summary[f'aggregate {mode}']:.2f}x "
+                    f"(CPU s: C {sum(r['c_cpu'] for r in sel):.1f}, nbjax {sum(r['warm_cpu'] for r in sel):.1f}"
+                    + (f", other {sum(r['other_cpu'] for r in sel):.1f}" if args.compare_with else "") + ")")
             if args.compare_with:
                 line += (f"; {args.compare_with} {sum(r['other'] for r in sel):.1f} s: "
                          f"{summary[f'aggregate {mode} other']:.2f}x")
@@ -253,7 +265,8 @@ _HEADER = [False]
 
 
 def _format(row) -> str:
-    cols = [("cell", 28, "{}"), ("mode", 8, "{}"), ("c", 8, "{:.2f}"), ("cold", 8, "{:.2f}"), ("warm", 8, "{:.2f}"),
+    cols = [("cell", 28, "{}"), ("mode", 8, "{}"), ("c", 8, "{:.2f}"), ("c_cpu", 8, "{:.2f}"), ("cold", 8, "{:.2f}"),
+            ("warm", 8, "{:.2f}"), ("warm_cpu", 8, "{:.2f}"), ("other_cpu", 9, "{:.2f}"),
             ("speedup", 8, "{:.2f}x"), ("other", 8, "{:.2f}"), ("other_speedup", 13, "{:.2f}x"),
             ("r", 12, "{:.9f}"), ("max_rel_err", 11, "{:.2e}"),
             ("same_files", 10, "{}")]

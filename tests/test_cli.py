@@ -423,3 +423,21 @@ def test_xla_cpu_vector_width_only_on_avx512_and_never_over_the_users(tmp_path):
     env = {}
     tune_xla_cpu(env, cpuinfo=str(tmp_path / "missing"))
     assert env == {}
+
+
+def test_jax_plugin_scan_skips_only_distributions_that_cannot_be_plugins():
+    """While JAX is imported its ROCm-plugin scan sees the jax* distributions only; every other caller, all of them."""
+    import importlib.metadata as metadata
+
+    from nbjax.commands import options
+
+    every = sorted(d._path.name for d in metadata.distributions())
+    scan = "names = sorted(d._path.name for d in distributions())"
+    with options._plugin_scan_by_folder_name():
+        as_scanner = {"__name__": options._PLUGIN_SCANNER, "distributions": metadata.distributions}
+        exec(scan, as_scanner)
+        as_other = {"__name__": "somewhere.else", "distributions": metadata.distributions}
+        exec(scan, as_other)
+    assert as_other["names"] == every
+    assert as_scanner["names"] == [n for n in every if n.lower().startswith("jax")]
+    assert any(n.startswith("jax-") for n in as_scanner["names"]) and len(as_scanner["names"]) < len(every)
