@@ -22,8 +22,8 @@ configuration do (including, in ``--c-parity`` mode only, whether a phi step
 is exactly 0, which decides nanoBragg's phi carry-over).  The per-image state nanoBragg carries from
 pixel to pixel (phi carry-over, interpolation switch-off) starts afresh for
 every image of the batch (:func:`nbjax.renderer.engine.initial_carry` inside the map).
-Structure-factor files are read once per batch
-(:func:`nbjax.io.hkl.memoized_tables`).
+Input files (structure factors, -mat) are read once per batch
+(:class:`nbjax.io.memo.memoized_files`).
 
 Speed.  The per-image work outside the render is kept small: the jobs are
 set up with host (numpy) scene arrays (:func:`nbjax.experiment.host_scene_arrays`),
@@ -313,12 +313,12 @@ def build_jobs(arguments: Sequence, builder: Callable, *, jobs: Sequence[Job] | 
     once; jobs reading the same table share one array of it.
     """
     from nbjax import experiment
-    from nbjax.io import hkl
+    from nbjax.io import memo
 
     errors = list(errors or [])
     experiments = []
     shared_tables, shared_masks = {}, {}
-    with hkl.memoized_tables(), experiment.host_scene_arrays():
+    with memo.memoized_files(), experiment.host_scene_arrays():
         for k, argv in enumerate(arguments):
             line = jobs[k].line_no if jobs is not None else k + 1
             if argv is None:

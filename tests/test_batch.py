@@ -331,12 +331,21 @@ def test_two_processes_write_the_files_of_one(tmp_path):
         assert np.array_equal(frames[2], np.fromfile(single / "floatimage_00003.bin", np.float32).reshape(32, 32))
 
 
-def test_structure_factor_files_are_read_once_per_batch(tmp_path):
-    from nbjax.io import hkl
+def test_input_files_are_read_once_per_batch(tmp_path, monkeypatch):
+    from nbjax.io import hkl, matrix, memo
 
     path = tmp_path / "t.hkl"
     path.write_text("0 0 1 10\n1 2 3 40.5\n")
-    with hkl.memoized_tables():
+    mat = tmp_path / "A.mat"
+    mat.write_text("1 2 3\n4 5 6\n7 8 9.5\n")
+    reads = []
+    real_read = matrix._read_mosflm_matrix
+    monkeypatch.setattr(matrix, "_read_mosflm_matrix", lambda p: reads.append(p) or real_read(p))
+    with memo.memoized_files():
+        m1 = matrix.read_mosflm_matrix(str(mat))
+        m1[0, 0] = -1.0  # the caller's copy: the memo keeps the file's numbers
+        m2 = matrix.read_mosflm_matrix(str(mat))
+        assert len(reads) == 1 and m2[0, 0] == 1.0 and m2[2, 2] == 9.5
         first = hkl.read_hkl(str(path))
         assert hkl.read_hkl(str(path)) is first
         assert hkl.read_hkl(str(path), default_F=2.0) is not first  # default_F fills the grid
@@ -345,3 +354,5 @@ def test_structure_factor_files_are_read_once_per_batch(tmp_path):
         again = hkl.read_hkl(str(path))
         assert again is not first and float(again.values[1, 2, 2]) == 41.5
     assert hkl.read_hkl(str(path)) is not again  # no memo outside the context
+    matrix.read_mosflm_matrix(str(mat))
+    assert len(reads) == 2

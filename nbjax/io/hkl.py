@@ -81,12 +81,10 @@ import numpy as np
 from nbjax.errors import InputError
 from nbjax.io.atomic import atomic_write, map_file, read_file_bytes
 from nbjax.io.cachedir import cache_dir
+from nbjax.io.memo import memoized_read
 
-__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "MAX_ABS_F", "MAX_HKL_BYTES", "memoized_tables",
-           "memoized_read"]
+__all__ = ["HKLTable", "read_hkl", "MAX_GRID_SLOTS", "MAX_ABS_F", "MAX_HKL_BYTES"]
 
-# (path, mtime, size, reader, options...) -> what the reader returned, while memoized_tables() is active
-_MEMO: dict | None = None
 
 # Refuse index ranges whose grid would hold more slots than this: 2^27 float64
 # values are 1 GiB (and a 1 GiB Fdump.bin), a box of 512^3 indices (a 500 A
@@ -506,50 +504,6 @@ def read_hkl(path, default_F: float = 0.0, *, cache=_USE_CACHE, raw: bytes | Non
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     return memoized_read(path, ("read_hkl", float(default_F)),
                          lambda: _read_hkl(path, source, default_F, cache, raw, raw_read_at_ns))
-
-
-def memoized_read(path, options: tuple, read):
-    """``read()``, done once per file and ``options`` inside :class:`memoized_tables` (else every time).
-
-    The file is known by its real path, modification time and size, so a file
-    changed on disk is read again; ``options`` (hashable) names the reader and
-    whatever else its result depends on.  A path that cannot be examined is
-    simply read (the reader reports the error).
-    """
-    key = None
-    if _MEMO is not None and isinstance(path, (str, os.PathLike)):
-        try:
-            info = os.stat(path)
-            key = (os.path.realpath(path), info.st_mtime_ns, info.st_size) + tuple(options)
-        except OSError:
-            key = None  # the read below reports it
-        if key in _MEMO:
-            return _MEMO[key]
-    value = read()
-    if key is not None:
-        _MEMO[key] = value
-    return value
-
-
-class memoized_tables:
-    """Within this context, :func:`read_hkl` parses each file once.
-
-    Tables are kept by (path, modification time, size, default_F), so a batch
-    of 1000 renders of one 32 MB file parses it once; a file changed on disk
-    is read again.
-    """
-
-    def __enter__(self):
-        global _MEMO
-        self._outer = _MEMO
-        if _MEMO is None:
-            _MEMO = {}
-        return self
-
-    def __exit__(self, *exc):
-        global _MEMO
-        _MEMO = self._outer
-        return False
 
 
 def _read_hkl(path, source, default_F, cache, raw, read_started_ns):

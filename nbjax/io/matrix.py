@@ -27,6 +27,7 @@ import numpy as np
 
 from nbjax.errors import InputError
 from nbjax.io.atomic import read_file_bytes
+from nbjax.io.memo import memoized_read
 from nbjax.io.numbers import c_strtod, is_number
 
 __all__ = ["read_mosflm_matrix"]
@@ -38,7 +39,12 @@ def read_mosflm_matrix(path) -> np.ndarray:
     ``M[i, 0]``, ``M[i, 1]``, ``M[i, 2]`` are component i (x, y, z) of a*, b*
     and c*.  Raises :class:`InputError` naming the file (and line) when the
     file has fewer than nine numbers or a field among them is not a number.
+    Read once per file inside :class:`nbjax.io.memo.memoized_files` (a batch).
     """
+    return memoized_read(path, ("read_mosflm_matrix",), lambda: _read_mosflm_matrix(path)).copy()
+
+
+def _read_mosflm_matrix(path) -> np.ndarray:
     source = os.fspath(path)
     text = read_file_bytes(path).decode("utf-8", errors="replace")
     numbers: list[float] = []

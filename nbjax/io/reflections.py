@@ -71,6 +71,7 @@ import numpy as np
 
 from nbjax.errors import InputError
 from nbjax.io import hkl as hkl_io
+from nbjax.io import memo
 from nbjax.io.atomic import read_file_bytes
 
 __all__ = [
@@ -161,11 +162,11 @@ def load_structure_factors(path, *, column: str | None = None, default_F: float 
                            flag: str = "-hkl", column_flag: str = "--hkl-column") -> ReflectionData:
     """Like :func:`read_structure_factors`, also returning cell, space group and notes.
 
-    Inside :func:`nbjax.io.hkl.memoized_tables` a file is read once (kept by
+    Inside :class:`nbjax.io.memo.memoized_files` a file is read once (kept by
     path, modification time and size, like the tables there): a batch of many
     jobs reading one file neither re-reads nor re-checks its bytes.
     """
-    return hkl_io.memoized_read(
+    return memo.memoized_read(
         path, ("load_structure_factors", column, float(default_F), flag, column_flag),
         lambda: _load_structure_factors(path, column=column, default_F=default_F, flag=flag, column_flag=column_flag))
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from nbjax.errors import InputError
 from nbjax.io.atomic import read_file_bytes
+from nbjax.io.memo import memoized_read
 from nbjax.io.numbers import C_WHITESPACE, c_strtod
 
 __all__ = ["read_sourcefile", "SOURCE_COLUMNS"]
@@ -47,8 +48,13 @@ def read_sourcefile(path) -> np.ndarray:
 
     Missing columns are NaN.  Raises :class:`InputError` naming the file (and
     line) when a field is not a number or is infinite, when a source sits at
-    0 0 0, or when the file has no source lines.
+    0 0 0, or when the file has no source lines.  Read once per file inside
+    :class:`nbjax.io.memo.memoized_files` (a batch).
     """
+    return memoized_read(path, ("read_sourcefile",), lambda: _read_sourcefile(path)).copy()
+
+
+def _read_sourcefile(path) -> np.ndarray:
     source = os.fspath(path)
     text = read_file_bytes(path).decode("utf-8", errors="replace")
     rows = []
