@@ -118,11 +118,8 @@ def pgm_scale(requested: float, int_scale_value: float, rmsd: float) -> float:
 
 def int_image(image, roi, scale: float, adc_offset: float) -> np.ndarray:
     """uint16 SMV pixels: ``floorf(value·scale + adc + 0.5)`` clipped to [0, 65535]."""
-    image = np.asarray(image, dtype=np.float32)
-    rows, cols = _roi_slices(image.shape, roi)
-    out = np.zeros(image.shape, dtype=np.uint16)
-    region, target = image[rows, cols], out[rows, cols]
-    for test, start, stop in _row_blocks(region):
+
+    def pixels(test):
         test *= scale
         test += adc_offset
         np.clip(test, 0.0, 65535.0, out=test)
@@ -130,22 +127,32 @@ def int_image(image, roi, scale: float, adc_offset: float) -> np.ndarray:
         test += 0.5
         rounded = test.astype(np.float32)
         np.floor(rounded, out=rounded)
-        target[start:stop] = rounded
-    return out
+        return rounded
+
+    return _scaled_image(image, roi, np.uint16, pixels)
 
 
 def pgm_image(image, roi, scale: float) -> np.ndarray:
     """uint8 PGM pixels: ``value·scale`` truncated, at most 255."""
-    image = np.asarray(image, dtype=np.float32)
-    rows, cols = _roi_slices(image.shape, roi)
-    out = np.zeros(image.shape, dtype=np.uint8)
-    region, target = image[rows, cols], out[rows, cols]
-    for test, start, stop in _row_blocks(region):
+
+    def pixels(test):
         test *= scale
         np.minimum(test, 255.0, out=test)
         np.maximum(test, 0.0, out=test)
         np.trunc(test, out=test)
-        target[start:stop] = test
+        return test
+
+    return _scaled_image(image, roi, np.uint8, pixels)
+
+
+def _scaled_image(image, roi, dtype, pixels) -> np.ndarray:
+    """An image of ``dtype``: ``pixels(float64 block)`` inside the roi, 0 outside, a block of rows at a time."""
+    image = np.asarray(image, dtype=np.float32)
+    rows, cols = _roi_slices(image.shape, roi)
+    out = np.zeros(image.shape, dtype=dtype)
+    target = out[rows, cols]
+    for block, start, stop in _row_blocks(image[rows, cols]):
+        target[start:stop] = pixels(block)
     return out
 
 
