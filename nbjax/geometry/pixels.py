@@ -22,24 +22,25 @@ detector's closest distance ``c``: ``Ω = p²/R² · c/R`` (steradian; the obliq
 ``c/R`` is the cosine of the incidence angle).  ``point_pixel`` mode drops both
 the area and the obliquity: ``Ω = 1/R²``.
 
-**Beam-centred form (low precision).**  In float32 the flat-detector ray above
-loses the scattering vector: ``P`` is a sum of terms of ~0.2 m that cancel near
-the beam, and ``q = (d − i)/λ`` subtracts two unit vectors, so ``q`` carries an
-absolute error of ~1e-7/λ wherever it is evaluated (about 1e-5 in h for a 80 Å
-cell: ~0.3 % of a sharp spot's flank).  :func:`centred_frame` (in the
-scene's precision, once per render) and :func:`centred_ray` (per sub-pixel, in
-the low precision) instead measure everything from the point ``C`` where a
-reference beam direction ``i₀`` meets the detector plane: with sub-pixel
-indices counted from ``C`` (integer part subtracted exactly),
-``P = C + F′ f + S′ s + tΔ o``, split into its part along ``i₀``,
-``P∥ = C∥ + F′ f∥ + S′ s∥ + tΔ o∥``, and across it, ``W = C⊥ + F′ f⊥ + S′ s⊥ + tΔ o⊥``
-(``C⊥ ≈ 0``); the column's terms (``F′``) and the row's (the rest) are each
-computed in the scene's precision, per column and per row, and rounded once.  Then ``R = √(P∥² + |W|²)`` and
+**Beam-centred form (mixed precision).**  The scattering vector ``q = (d − i)/λ``
+must reach a float32 evaluation with float32's *relative* precision: a ray
+computed in float32 from ``P`` above (terms of ~0.2 m that cancel near the
+beam, then a difference of two unit vectors) gives q an absolute error of
+~1e-7/λ everywhere, about 1e-5 in h for an 80 Å cell, which made the
+supervisor image 3e-3 off nanoBragg.c on the steep flanks of its spots.  So
+the ray stays in the scene's precision, computed cheaply: :func:`centred_frame`
+measures the detector from the point ``C`` where a reference beam direction
+``i₀`` meets its plane, and :func:`centred_offsets` splits a sub-pixel's position
+``P = C + F′ f + S′ s + tΔ o`` (``F′, S′`` measured from C) into the part of its
+column, ``F′ f``, and of its row, ``C + S′ s + tΔ o``, each along ``i₀``
+(``P∥``) and across it (``W``), per column and per row (1-D arrays).  Per pixel
+(:func:`centred_ray`) only sums remain: ``P∥`` and ``W`` are the column's plus
+the row's part, ``R = √(P∥² + |W|²)`` and
 
     d − i₀ = (W − (R − P∥) i₀)/R,    R − P∥ = |W|²/(R + P∥)  (for P∥ > 0)
 
-are computed without cancellation, to a relative error of a few units of the low
-precision.  The same ``R`` gives the solid angle.
+without cancellation; then ``q = (d − i₀ + i₀ − i)/λ`` is rounded once to
+float32.  The same ``R`` gives the solid angle.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def centred_offsets(frame: CentredFrame, fast, slow, sub_fast, sub_slow, depth_m
     ``fast`` (columns) and ``slow`` (rows) are 1-D arrays of pixel indices.
     Returns ``(col_par, col_perp, row_par, row_perp)``: the column's and the
     row's parts along ``i0`` and across it (``perp`` as x, y, z), in the
-    frame's precision or rounded once to ``low_dtype``, so that a pixel's
+    frame's precision (or rounded to ``low_dtype``), so that a pixel's
     ``P∥ = col_par + row_par`` and ``W = col_perp + row_perp`` (C's position
     and the sensor depth go with the row).
     """
@@ -155,10 +156,10 @@ def centred_offsets(frame: CentredFrame, fast, slow, sub_fast, sub_slow, depth_m
     return col_par, col_perp, row_par, row_perp
 
 
-def centred_ray(col_par, col_perp, row_par, row_perp, i0):
+def centred_ray(col_par, col_perp, row_par, row_perp, i0, parts_too=False):
     """Diffracted direction less the reference beam, ``d − i0`` (x, y, z), and the path length R (m) of
     every (row, column) sub-pixel centre, from :func:`centred_offsets` (the beam-centred form above;
-    ``i0`` in the offsets' precision)."""
+    ``i0`` in the offsets' precision); ``parts_too``: also ``W`` (x, y, z) and ``R − P∥``."""
     import jax.numpy as jnp
 
     perp = tuple(row_perp[i][:, None] + col_perp[i][None, :] for i in range(3))
@@ -167,4 +168,5 @@ def centred_ray(col_par, col_perp, row_par, row_perp, i0):
     airpath = jnp.sqrt(par * par + w2)
     forward = par > 0
     shortfall = jnp.where(forward, w2 / jnp.where(forward, airpath + par, 1.0), airpath - par)
-    return tuple((perp[i] - shortfall * i0[i]) / airpath for i in range(3)), airpath
+    e = tuple((perp[i] - shortfall * i0[i]) / airpath for i in range(3))
+    return (e, airpath, perp, shortfall) if parts_too else (e, airpath)

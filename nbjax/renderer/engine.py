@@ -134,8 +134,8 @@ class RenderConfig:
     phi_carryover: str = "spec"        # "spec" | "c-parity"
     phi_zero: tuple = ()               # per phi step: is phi exactly 0.0 (host-evaluated)
     block_rows: int = 64
-    evaluation_dtype: str | None = None  # e.g. "float32": per-pixel geometry (flat detector) and
-                                         # per-(pixel, step) arithmetic in that dtype (see _pixel_rays)
+    evaluation_dtype: str | None = None  # e.g. "float32": per-(pixel, step) arithmetic and the pixel
+                                         # factors in that dtype, rays beam-centred (see _pixel_rays)
     output_dtype: str | None = None      # image dtype, e.g. "float32" (default: the scene's, or a
                                          # narrower evaluation_dtype)
 
@@ -462,11 +462,13 @@ def _pixel_rays(scene: Scene, cfg: RenderConfig, blk: _Block) -> _Rays:
     """The rays of a block's pixels: in the scene's precision, or in a lower evaluation precision.
 
     With an evaluation dtype below the scene's (``--precision single``) on a
-    flat detector, the rays, solid angles, polarization and capture factors and
-    the scattering vectors are computed in that dtype, in the beam-centred form
-    of :mod:`nbjax.geometry.pixels` (``q = (e + i0 − i)/λ`` with ``e = d − i0``,
-    ``i0`` the first source's direction), which keeps q's relative error at the
-    low precision's; otherwise exactly as before, in the scene's precision.
+    flat detector: the rays in the scene's precision but in the beam-centred
+    form of :mod:`nbjax.geometry.pixels` (per-row and per-column parts, a few
+    sums per pixel; ``e = d − i0``, ``i0`` the first source's direction), the
+    scattering vector ``q = (e + i0 − i)/λ`` rounded once to the evaluation
+    dtype, and the solid angle, polarization and capture fraction (and the
+    dmin cut) in the evaluation dtype.  Otherwise exactly as before, all in the
+    scene's precision.
     """
     dtype = blk.fast.dtype
     n_src = scene.incident.shape[0]
@@ -488,6 +490,7 @@ def _pixel_rays(scene: Scene, cfg: RenderConfig, blk: _Block) -> _Rays:
     frame = pixel_geometry.centred_frame(scene.pix0_m, scene.fdet, scene.sdet, scene.odet, scene.incident[0],
                                          scene.pixel_size_m, cfg.oversample)
     offsets = frame.i0[None, :] - scene.incident
+    i0 = tuple(frame.i0[i].astype(low) for i in range(3))
     thickness = scene.layer_thickness_m
     cols, rows = blk.fast[0], blk.slow[:, 0]
     scene = dataclasses.replace(scene, **{k: jnp.asarray(getattr(scene, k)).astype(low) for k in _GEOMETRY_LEAVES})
@@ -495,10 +498,14 @@ def _pixel_rays(scene: Scene, cfg: RenderConfig, blk: _Block) -> _Rays:
     def run(layer_i, sub_s, sub_f):
         parts = pixel_geometry.centred_offsets(frame, cols, rows, sub_f, sub_s, layer_i.astype(dtype) * thickness,
                                                cfg.oversample)
-        e, airpath = pixel_geometry.centred_ray(*parts, frame.i0)
+        e, airpath, perp, shortfall = pixel_geometry.centred_ray(*parts, frame.i0, parts_too=True)
         omega = pixel_geometry.solid_angle(scene.pixel_size_m, airpath.astype(low), scene.close_distance_m,
                                            cfg.point_pixel)
-        return tuple((frame.i0[i] + e[i]).astype(low) for i in range(3)), e, omega, layer_i.astype(low)
+        # d for the pixel factors, in the low precision from the rounded parts (so that e in the
+        # scene's precision feeds q alone and XLA fuses it there instead of storing it)
+        inverse, shortfall = (1.0 / airpath).astype(low), shortfall.astype(low)
+        d = tuple(i0[i] + (perp[i].astype(low) - shortfall * i0[i]) * inverse for i in range(3))
+        return d, e, omega, layer_i.astype(low)
 
     def scattering(d, e, incident, wavelength, offset):
         inverse = 1.0 / wavelength
