@@ -134,9 +134,10 @@ class RenderConfig:
     phi_carryover: modes.Mode = modes.Mode.SPEC   # phi = 0: rotate the cell / reuse the last state
     phi_zero: tuple = ()               # per phi step: is phi exactly 0.0 (host-evaluated)
     block_rows: int = 64
-    evaluation_dtype: str | None = None  # e.g. "float32": per-(pixel, step) arithmetic in
-                                         # that dtype; pixel geometry stays in the scene's
-    output_dtype: str | None = None      # image dtype (default: the scene's), e.g. "float32"
+    evaluation_dtype: str | None = None  # e.g. "float32": per-(pixel, step) arithmetic and the pixel
+                                         # factors in that dtype, rays beam-centred (see _pixel_rays)
+    output_dtype: str | None = None      # image dtype, e.g. "float32" (default: the scene's, or a
+                                         # narrower evaluation_dtype)
 
     _MODES = {
         "shape": modes.Shape,
@@ -447,6 +448,78 @@ def _block_pixels(cfg: RenderConfig, block_index):
     return fast, slow, slow <= y1
 
 
+# Scene leaves of the per-pixel geometry (ray, solid angle, capture fraction,
+# polarization, scattering vector, dmin cut)
+_GEOMETRY_LEAVES = ("pix0_m", "fdet", "sdet", "odet", "pixel_size_m", "close_distance_m", "distance_m", "beam",
+                    "layer_thickness_m", "mu_per_m", "incident", "wavelength_m", "polar_axis", "kahn_factor",
+                    "dmin_m")
+
+
+class _Rays(NamedTuple):
+    """A block's sub-pixel rays and scattering vectors, as the loops compute them (:func:`_pixel_rays`)."""
+
+    scene: Scene        # what the per-pixel factors read (geometry leaves in the rays' precision)
+    run: object         # (layer index, subS, subF) -> (d, e, Ω, layer): d as (x, y, z), e = d − i0 or None
+    source_xs: tuple    # per source: (incident, wavelength, index, i0 − incident)
+    scattering: object  # (d, e, incident, wavelength, i0 − incident) -> q as (x, y, z)
+
+
+def _pixel_rays(scene: Scene, cfg: RenderConfig, blk: _Block) -> _Rays:
+    """The rays of a block's pixels: in the scene's precision, or in a lower evaluation precision.
+
+    With an evaluation dtype below the scene's (``--precision single``) on a
+    flat detector: the rays in the scene's precision but in the beam-centred
+    form of :mod:`nbjax.geometry.pixels` (per-row and per-column parts, a few
+    sums per pixel; ``e = d − i0``, ``i0`` the first source's direction), the
+    scattering vector ``q = (e + i0 − i)/λ`` rounded once to the evaluation
+    dtype, and the solid angle, polarization and capture fraction (and the
+    dmin cut) in the evaluation dtype.  Otherwise exactly as before, all in the
+    scene's precision.
+    """
+    dtype = blk.fast.dtype
+    n_src = scene.incident.shape[0]
+    low = jnp.dtype(cfg.evaluation_dtype) if cfg.evaluation_dtype else dtype
+    wavelengths = scene.wavelength_m
+    if low == scene.pix0_m.dtype or cfg.curved_detector:
+        ray = _vmap2(_ray, (0, 0) + (None,) * 5)
+        scattering = _vmap2(_scattering, (0, 0, 0, None, None))
+
+        def run(layer_i, sub_s, sub_f):
+            layer = layer_i.astype(dtype)
+            dx, dy, dz, omega = ray(blk.fast, blk.slow, layer, sub_s, sub_f, scene, cfg)
+            return (dx, dy, dz), None, omega, layer
+
+        return _Rays(scene, run, (scene.incident, scene.wavelength_m, jnp.arange(n_src, dtype=jnp.int32),
+                                  scene.incident),
+                     lambda d, e, incident, wavelength, offset: scattering(*d, incident, wavelength))
+
+    frame = pixel_geometry.centred_frame(scene.pix0_m, scene.fdet, scene.sdet, scene.odet, scene.incident[0],
+                                         scene.pixel_size_m, cfg.oversample)
+    offsets = frame.i0[None, :] - scene.incident
+    i0 = tuple(frame.i0[i].astype(low) for i in range(3))
+    thickness = scene.layer_thickness_m
+    cols, rows = blk.fast[0], blk.slow[:, 0]
+    scene = dataclasses.replace(scene, **{k: jnp.asarray(getattr(scene, k)).astype(low) for k in _GEOMETRY_LEAVES})
+
+    def run(layer_i, sub_s, sub_f):
+        parts = pixel_geometry.centred_offsets(frame, cols, rows, sub_f, sub_s, layer_i.astype(dtype) * thickness,
+                                               cfg.oversample)
+        e, airpath, perp, shortfall = pixel_geometry.centred_ray(*parts, frame.i0, parts_too=True)
+        omega = pixel_geometry.solid_angle(scene.pixel_size_m, airpath.astype(low), scene.close_distance_m,
+                                           cfg.point_pixel)
+        # d for the pixel factors, in the low precision from the rounded parts (so that e in the
+        # scene's precision feeds q alone and XLA fuses it there instead of storing it)
+        inverse, shortfall = (1.0 / airpath).astype(low), shortfall.astype(low)
+        d = tuple(i0[i] + (perp[i].astype(low) - shortfall * i0[i]) * inverse for i in range(3))
+        return d, e, omega, layer_i.astype(low)
+
+    def scattering(d, e, incident, wavelength, offset):
+        inverse = 1.0 / wavelength
+        return tuple(((e[i] + offset[i]) * inverse).astype(low) for i in range(3))
+
+    return _Rays(scene, run, (scene.incident, wavelengths, jnp.arange(n_src, dtype=jnp.int32), offsets), scattering)
+
+
 def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     """nanoBragg's inner loops for every pixel of a block at once.
 
@@ -457,7 +530,8 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     dict: ``prepare((h, k, l), f_latt, skip, e_index)`` (arrays over the
     block's pixels; ``e_index`` is the evaluation's index within the pixel, in
     loop order; ``skip`` is None unless ``body.uses_skip``) returns what
-    ``apply(fields, pending, weight)`` needs; ``apply`` updates only the
+    ``apply(fields, pending, weight, in_loop=True)`` needs (``in_loop``: whether the
+    step is inside a loop, a hint for XLA's fusion); ``apply`` updates only the
     accumulator entries named in ``body.fields``.  ``weight`` is the
     ``-oversample_*`` weight (None when it is 1); when the body does not use
     ``skip`` the dmin cut is folded into ``weight`` as a zero.
@@ -475,36 +549,33 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
     if carryover:
         n_lead_phi = next((j for j, zero in enumerate(cfg.phi_zero) if not zero), len(cfg.phi_zero))
         n_lead = n_lead_phi * scene.mosaic_umats.shape[0]
-    pixel = (0, 0)
-    ray = _vmap2(_ray, pixel + (None,) * 5)
-    scattering = _vmap2(_scattering, (0, 0, 0, None, None))
+    rays = _pixel_rays(scene, cfg, blk)
+    scene = rays.scene
     polar_factor = _vmap2(_polarization, (0, 0, 0, None, None))
     capture = _vmap2(_capture, (0, 0, 0, None, None))
     evaluation = _vmap2(_evaluation, (0, 0, 0, None, None, None))
     zeros = jnp.zeros(shape, dtype)
     acc = dict(
         I=(zeros + scene.background_I).astype(eval_dtype),
-        **_factors_start(cfg, zeros)._asdict(),
-        omega_sum=zeros,
+        **_factors_start(cfg, jnp.zeros(shape, scene.pix0_m.dtype))._asdict(),
+        omega_sum=jnp.zeros(shape, scene.pix0_m.dtype),
         ran=blk.ran_before,
         **extra,
     )
     run_xs = jnp.arange(_n_runs(cfg), dtype=jnp.int32)
     step_xs = (blk.matrices, blk.alt_matrices, blk.lead, jnp.arange(n_steps, dtype=jnp.int32))
-    source_xs = (scene.incident, scene.wavelength_m, jnp.arange(n_src, dtype=jnp.int32))
 
     def run_body(acc, r_index):
         layer_i, sub_s, sub_f = _run_indices(cfg, r_index)
-        layer = layer_i.astype(dtype)
-        dx, dy, dz, omega_sub = ray(blk.fast, blk.slow, layer, sub_s, sub_f, scene, cfg)
+        (dx, dy, dz), e, omega_sub, layer = rays.run(layer_i, sub_s, sub_f)
         acc = dict(acc)
         fraction = capture(dx, dy, dz, layer, scene) if cfg.has_thickness else None
         acc.update(_factors_after_run(_factors_of(acc), cfg, omega_sub, fraction, sub_s, sub_f)._asdict())
         acc["omega_sum"] = acc["omega_sum"] + acc["omega"]
 
         def source_body(acc, xs):
-            incident, wavelength, s_index = xs
-            qx, qy, qz = scattering(dx, dy, dz, incident, wavelength)
+            incident, wavelength, s_index, offset = xs
+            qx, qy, qz = rays.scattering((dx, dy, dz), e, incident, wavelength, offset)
             cut = _evaluations_cut((qx, qy, qz), blk.active, scene, cfg)
             qx, qy, qz = (x.astype(eval_dtype) for x in (qx, qy, qz))
             acc = dict(acc)
@@ -540,10 +611,17 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             # The steps of the leading phi = 0 steps (c-parity carry-over, known
             # statically) evaluate both cell states; every later step has
             # is_lead False and evaluates only its own.
+            # A single step is no loop: XLA would fuse it, |F_latt| and all,
+            # into the block's output write, which XLA:CPU runs on one thread;
+            # with in_loop=False the lattice factor stays a (multi-threaded)
+            # loop of its own.
             def steps(fields, first, stop, leading):
                 def step_body(fields, xs):
                     return apply(fields, evaluate(xs, leading), weight), None
 
+                if stop - first == 1:
+                    xs = jax.tree_util.tree_map(lambda x: x[first], step_xs)
+                    return apply(fields, evaluate(xs, leading), weight, in_loop=False)
                 xs = jax.tree_util.tree_map(lambda x: x[first:stop], step_xs)
                 return lax.scan(step_body, fields, xs, unroll=2)[0]
 
@@ -556,7 +634,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             acc["ran"] = acc["ran"] | ~cut
             return acc, None
 
-        return lax.scan(source_body, acc, source_xs)[0], None
+        return lax.scan(source_body, acc, rays.source_xs)[0], None
 
     return lax.scan(run_body, acc, run_xs)[0]
 
@@ -599,11 +677,11 @@ def _accumulate(cfg: RenderConfig, table, interpolate_here):
             pending["interpolate"] = interpolate_here(e_index, hkl)
         return pending
 
-    def apply(fields, pending, weight):
+    def apply(fields, pending, weight, in_loop=True):
         # |F_latt|: the same products bit for bit (only the square enters), but
         # XLA:CPU then fuses the lattice factor into this loop; it will not
         # fuse an expensive op (the division) that the loop reads twice.
-        f_latt = jnp.abs(pending["f_latt"])
+        f_latt = jnp.abs(pending["f_latt"]) if in_loop else pending["f_latt"]
         if plain_nearest:
             f_cell = structure_factors.table_lookup(flat, pending["index"])
         elif cfg.has_hkls:
@@ -628,7 +706,7 @@ def _probe_out_of_range(cfg: RenderConfig, big):
         oob = structure_factors.interpolation_out_of_range(*hkl, cfg.hkl_min, cfg.hkl_max) & ~skip
         return dict(oob=oob, hkl=hkl, e_index=e_index)
 
-    def apply(fields, pending, weight):
+    def apply(fields, pending, weight, in_loop=True):
         new = pending["oob"] & (fields["first_e"] == big)
         return dict(
             first_e=jnp.where(new, pending["e_index"], fields["first_e"]),
@@ -678,21 +756,19 @@ def _prepare_block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_in
 
 
 def _any_uncut(scene: Scene, cfg: RenderConfig, blk: _Block):
-    """Per pixel: does any sub-pixel/source combination survive the dmin cut?"""
-    ray = _vmap2(_ray, (0, 0) + (None,) * 5)
-    scattering = _vmap2(_scattering, (0, 0, 0, None, None))
+    """Per pixel: does any sub-pixel/source combination survive the dmin cut?  (As the loops cut.)"""
+    rays = _pixel_rays(scene, cfg, blk)
     dmin_cut = _vmap2(_dmin_cut, (0, 0, 0, None))
     runs = jnp.arange(_n_runs(cfg), dtype=jnp.int32)
 
     def run_body(survives, r_index):
-        layer, sub_s, sub_f = _run_indices(cfg, r_index)
-        dx, dy, dz, _ = ray(blk.fast, blk.slow, layer.astype(blk.fast.dtype), sub_s, sub_f, scene, cfg)
+        d, e, _, _ = rays.run(*_run_indices(cfg, r_index))
 
         def source_body(survives, xs):
-            qx, qy, qz = scattering(dx, dy, dz, xs[0], xs[1])
-            return survives | ~dmin_cut(qx, qy, qz, scene.dmin_m), None
+            qx, qy, qz = rays.scattering(d, e, xs[0], xs[1], xs[3])
+            return survives | ~dmin_cut(qx, qy, qz, rays.scene.dmin_m), None
 
-        return lax.scan(source_body, survives, (scene.incident, scene.wavelength_m))[0], None
+        return lax.scan(source_body, survives, rays.source_xs)[0], None
 
     return lax.scan(run_body, jnp.zeros(blk.fast.shape, bool), runs)[0]
 
@@ -745,6 +821,16 @@ def _interpolation_switch(scene: Scene, cfg: RenderConfig, blk: _Block, interpol
     return None, interpolating, first_oob
 
 
+def _image_dtype(cfg: RenderConfig, scene_dtype):
+    """The image's dtype when it is not the scene's: ``cfg.output_dtype``, else an evaluation dtype
+    narrower than the scene's (a float32 evaluation has float32 precision), else None."""
+    if cfg.output_dtype:
+        return jnp.dtype(cfg.output_dtype)
+    if cfg.evaluation_dtype and jnp.dtype(cfg.evaluation_dtype).itemsize < jnp.dtype(scene_dtype).itemsize:
+        return jnp.dtype(cfg.evaluation_dtype)
+    return None
+
+
 def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     """Render one block; returns (new carry, (block_rows, roi width) intensities)."""
     blk, has_run, end_state = _prepare_block(scene, cfg, mask, carry, block_index)
@@ -756,8 +842,9 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     value = photons(scene, cfg, final["I"].astype(scene.fluence.dtype))
     value = _apply_pixel_factors(value, cfg, _factors_of(final))
     value = jnp.where(blk.active, value, 0.0)
-    if cfg.output_dtype:
-        value = value.astype(cfg.output_dtype)
+    out_dtype = _image_dtype(cfg, scene.pix0_m.dtype)
+    if out_dtype is not None:
+        value = value.astype(out_dtype)
 
     phi_state = carry.phi_state
     if cfg.uses_carryover:
@@ -765,7 +852,7 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
     new_carry = Carry(
         phi_state=phi_state,
         interpolating=interpolating,
-        omega_sum=carry.omega_sum + jnp.sum(jnp.where(blk.active, final["omega_sum"], 0.0)),
+        omega_sum=carry.omega_sum + jnp.sum(jnp.where(blk.active, final["omega_sum"], 0.0).astype(carry.omega_sum.dtype)),
         first_oob=first_oob,
     )
     return new_carry, value
@@ -854,6 +941,7 @@ def render_blocks(scene: Scene, cfg: RenderConfig, mask=None, *, on_block=None) 
         if on_block is not None:
             values.block_until_ready()  # report blocks done, not merely queued
             on_block(index + 1, total)
-    blocks = jnp.stack(outputs) if outputs else jnp.zeros((0, cfg.block_rows, cfg.roi_shape[1]), scene.pix0_m.dtype)
+    blocks = jnp.stack(outputs) if outputs else jnp.zeros(
+        (0, cfg.block_rows, cfg.roi_shape[1]), _image_dtype(cfg, scene.pix0_m.dtype) or scene.pix0_m.dtype)
     image = _assemble(cfg, blocks, blocks.dtype)
     return RenderResult(image=image, omega_sum=carry.omega_sum, interpolation_off_at=carry.first_oob)
