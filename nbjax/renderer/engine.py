@@ -563,6 +563,7 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
         **extra,
     )
     run_xs = jnp.arange(_n_runs(cfg), dtype=jnp.int32)
+    single_pass = _n_runs(cfg) == 1 and scene.incident.shape[0] == 1  # one (run, source) per pixel
     step_xs = (blk.matrices, blk.alt_matrices, blk.lead, jnp.arange(n_steps, dtype=jnp.int32))
 
     def run_body(acc, r_index):
@@ -611,15 +612,17 @@ def _loop_nest(scene: Scene, cfg: RenderConfig, blk: _Block, body, extra):
             # The steps of the leading phi = 0 steps (c-parity carry-over, known
             # statically) evaluate both cell states; every later step has
             # is_lead False and evaluates only its own.
-            # A single step is no loop: XLA would fuse it, |F_latt| and all,
-            # into the block's output write, which XLA:CPU runs on one thread;
-            # with in_loop=False the lattice factor stays a (multi-threaded)
-            # loop of its own.
+            # A block with one run, one source and one step has no loop at
+            # all: XLA would fuse the step, |F_latt| and all, into the block's
+            # output write, which XLA:CPU runs on one thread; with
+            # in_loop=False the lattice factor stays a (multi-threaded) loop
+            # of its own.  Inside a run or source loop a one-step scan is
+            # cheaper (the fusion stays in the loop body).
             def steps(fields, first, stop, leading):
                 def step_body(fields, xs):
                     return apply(fields, evaluate(xs, leading), weight), None
 
-                if stop - first == 1:
+                if stop - first == 1 and single_pass:
                     xs = jax.tree_util.tree_map(lambda x: x[first], step_xs)
                     return apply(fields, evaluate(xs, leading), weight, in_loop=False)
                 xs = jax.tree_util.tree_map(lambda x: x[first:stop], step_xs)
