@@ -34,12 +34,15 @@ def with_phi(exp, phis_rad):
     return dataclasses.replace(exp.scene, phi_rad=jnp.asarray(phis_rad, exp.scene.phi_rad.dtype))
 
 
-def test_sweep_from_zero_reuses_last_step_of_previous_pixel(in_inputs_dir):
-    extra = "-phi 0 -osc 1 -phisteps 4"
+def spec_and_carryover(extra):
+    """The experiment of ``extra`` in spec mode and with the c-parity carry-over, and its phi steps."""
     spec = build(extra)
-    carry = build(extra, phi_carryover="c-parity")
+    return spec, build(extra, phi_carryover="c-parity"), np.asarray(spec.scene.phi_rad)
+
+
+def test_sweep_from_zero_reuses_last_step_of_previous_pixel(in_inputs_dir):
+    spec, carry, phis = spec_and_carryover("-phi 0 -osc 1 -phisteps 4")
     assert carry.config.phi_zero == (True, False, False, False)
-    phis = np.asarray(spec.scene.phi_rad)
     substituted = render(spec, with_phi(spec, [phis[-1], phis[1], phis[2], phis[3]]))
     plain = render(spec)
     image = render(carry)
@@ -53,21 +56,15 @@ def test_sweep_from_zero_reuses_last_step_of_previous_pixel(in_inputs_dir):
 
 def test_phi_hitting_zero_mid_sweep_reuses_previous_step(in_inputs_dir):
     # -0.5 + 2 * 0.25 is exactly 0.0 in doubles: step 2 reuses step 1's vectors
-    extra = "-phi -0.5 -osc 1 -phisteps 4"
-    spec = build(extra)
-    carry = build(extra, phi_carryover="c-parity")
+    spec, carry, phis = spec_and_carryover("-phi -0.5 -osc 1 -phisteps 4")
     assert carry.config.phi_zero == (False, False, True, False)
-    phis = np.asarray(spec.scene.phi_rad)
     assert phis[2] == 0.0
     expected = render(spec, with_phi(spec, [phis[0], phis[1], phis[1], phis[3]]))
     np.testing.assert_array_equal(render(carry), expected)   # no pixel depends on its neighbours here
 
 
 def test_roi_and_mask_skipped_pixels_leave_the_vectors_untouched(in_inputs_dir):
-    extra = "-phi 0 -osc 1 -phisteps 3 -roi 10 30 5 20"
-    spec = build(extra)
-    carry = build(extra, phi_carryover="c-parity")
-    phis = np.asarray(spec.scene.phi_rad)
+    spec, carry, phis = spec_and_carryover("-phi 0 -osc 1 -phisteps 3 -roi 10 30 5 20")
     substituted = render(spec, with_phi(spec, [phis[-1], phis[1], phis[2]]))
     plain, image = render(spec), render(carry)
     first = (5, 10)                                          # first pixel inside the roi

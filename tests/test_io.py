@@ -421,11 +421,15 @@ def test_read_smv_big_endian_and_long_header(tmp_path):
     ],
 )
 def test_read_smv_malformed(tmp_path, content, message):
-    path = tmp_path / "bad.img"
+    refused_naming_the_file(read_smv, tmp_path / "bad.img", content, message)
+
+
+def refused_naming_the_file(reader, path, content, message):
+    """``reader`` refuses the file of ``content`` with an InputError that says ``message`` and names it."""
     path.write_bytes(content)
     with pytest.raises(InputError, match=message) as info:
-        read_smv(path)
-    assert "bad.img" in str(info.value)
+        reader(path)
+    assert path.name in str(info.value)
 
 
 def test_write_smv_rejects_wrong_arrays(tmp_path):
@@ -472,11 +476,7 @@ def test_read_pgm_with_comments(tmp_path):
     ],
 )
 def test_read_pgm_malformed(tmp_path, content, message):
-    path = tmp_path / "bad.pgm"
-    path.write_bytes(content)
-    with pytest.raises(InputError, match=message) as info:
-        read_pgm(path)
-    assert "bad.pgm" in str(info.value)
+    refused_naming_the_file(read_pgm, tmp_path / "bad.pgm", content, message)
 
 
 # --------------------------------------------------------------------------- source file
