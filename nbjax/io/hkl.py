@@ -516,10 +516,9 @@ def _read_hkl(path, source, default_F, cache, raw, read_started_ns):
             key = hashlib.sha256(raw).hexdigest()
             refl = _cache_load(key, folder)
     elif folder is not None:
-        key = _known_key(path, folder)
-        refl = _cache_load(key, folder) if key is not None else None
-        if refl is not None:
-            return _grid(refl, float(default_F), source)  # the same file, unchanged: its bytes are not read
+        known = cached_table(path, default_F, cache=folder)
+        if known is not None:
+            return known  # the same file, unchanged: its bytes are not read
         read_started_ns = time.time_ns()
         view = map_file(path, limit=MAX_HKL_BYTES)
         if len(view) >= CACHE_MIN_BYTES:
