@@ -268,8 +268,11 @@ def _start(directory, args):
     env["PYTHONPATH"] = os.pathsep.join([str(Path(engine.__file__).parents[1]),
                                          env.get("PYTHONPATH", "")])
     env.setdefault("JAX_PLATFORMS", "cpu")
+    # a suite started in the background of a non-interactive shell ignores SIGINT, and so would
+    # the child: give it the default disposition a user's terminal gives it
     return subprocess.Popen([sys.executable, "-m", "nbjax", *args], cwd=directory, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_render(process):
