@@ -335,7 +335,8 @@ def _adjoint_block(scene, cfg, switch_cfg, mask, mask_blk, img_blk, g_blk, want_
             if fast_square:
                 def square_body(carry, cell_rows):
                     g_q, g_n, g_default, sum_t = carry
-                    dq, drows, dn, dd = _square_step(q, cell_rows, scene, cfg, table_flat, table_shape, weights)
+                    dq, drows, dn, dd = _square_step(q, cell_rows, scene, cfg, table_flat, table_shape, weights,
+                                                     block_index >= 0)
                     if weighted:
                         sum_t = sum_t + terms(q, cell_rows, lat0, table_flat, None)
                     return (tuple(x + y for x, y in zip(g_q, dq)), g_n + dn, g_default + dd, sum_t), drows
@@ -428,19 +429,7 @@ def _sincg_and_derivatives(x, n):
     return jnp.where(counted, s, 1.0), jnp.where(counted, ds_dx, 0.0), jnp.where(counted, ds_dn, 0.0)
 
 
-def _materialized(fun, args, witness):
-    """``fun(args)`` computed in a fusion of its own.
-
-    XLA:CPU dissolves ``lax.optimization_barrier`` before fusion; the branch of
-    a conditional is a boundary it keeps.  The predicate (``witness`` has no
-    NaN in its first element, always true for a weight array) is only known
-    at run time, so the conditional is not folded away.
-    """
-    flag = ~jnp.isnan(witness.reshape(-1)[0])
-    return lax.cond(flag, fun, fun, args)
-
-
-def _square_step(q, cell_rows, scene, cfg, flat, table_shape, weights):
+def _square_step(q, cell_rows, scene, cfg, flat, table_shape, weights, true_at_run_time):
     """One (phi, domain) step of the VJP for a square crystal with nearest F.
 
     ``weights`` is the per-pixel cotangent times the prefactors.  With
@@ -454,7 +443,7 @@ def _square_step(q, cell_rows, scene, cfg, flat, table_shape, weights):
     (lookups of step j folded in while step j+1 is evaluated) made
     XLA copy every carried per-pixel array twice per step here, which cost
     more than it saved.  The table index is computed in a loop of its own
-    (:func:`_materialized`) so that the gather loop, which XLA:CPU does not
+    (:func:`engine._materialized`) so that the gather loop, which XLA:CPU does not
     vectorise, holds only the loads.
     """
     qx, qy, qz = q
@@ -462,7 +451,8 @@ def _square_step(q, cell_rows, scene, cfg, flat, table_shape, weights):
     s, ds_dx, ds_dn = zip(*(_sincg_and_derivatives(x[i], scene.n_cells[i]) for i in range(3)))
     f_latt = s[0] * s[1] * s[2]
     if cfg.has_hkls:
-        index = _materialized(lambda x: structure_factors.nearest_flat_index(*x, table_shape, cfg.hkl_min), x, weights)
+        index = engine._materialized(lambda x: structure_factors.nearest_flat_index(*x, table_shape, cfg.hkl_min), x,
+                                     true_at_run_time)
         f_cell = flat[index]
     else:
         f_cell = scene.default_F

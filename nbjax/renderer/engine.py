@@ -842,12 +842,18 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
 
     final = _loop_nest(scene, cfg, blk, _accumulate(cfg, blk.table, interpolate_here), {})
 
-    value = photons(scene, cfg, final["I"].astype(scene.fluence.dtype))
-    value = _apply_pixel_factors(value, cfg, _factors_of(final))
-    value = jnp.where(blk.active, value, 0.0)
     out_dtype = _image_dtype(cfg, scene.pix0_m.dtype)
-    if out_dtype is not None:
-        value = value.astype(out_dtype)
+
+    def pixel_values(final):
+        value = photons(scene, cfg, final["I"].astype(scene.fluence.dtype))
+        value = _apply_pixel_factors(value, cfg, _factors_of(final))
+        value = jnp.where(blk.active, value, 0.0)
+        return value if out_dtype is None else value.astype(out_dtype)
+
+    # in a fusion of its own: XLA would otherwise fuse these per-pixel factors (the polarization's
+    # divisions and square root) into the write of the block into the image, an in-place update
+    # that XLA:CPU runs on one thread
+    value = _materialized(pixel_values, final, block_index >= 0)
 
     phi_state = carry.phi_state
     if cfg.uses_carryover:
@@ -859,6 +865,19 @@ def _block(scene: Scene, cfg: RenderConfig, mask, carry: Carry, block_index):
         first_oob=first_oob,
     )
     return new_carry, value
+
+
+def _materialized(fun, args, true_at_run_time):
+    """``fun(args)`` computed in a fusion of its own.
+
+    XLA:CPU dissolves ``lax.optimization_barrier`` before fusion; the branch of
+    a conditional is a boundary it keeps.  ``true_at_run_time`` is a traced
+    boolean that is always true (e.g. ``block_index >= 0``) but that XLA cannot
+    fold, so the conditional stays; its other branch gives zeros without
+    compiling ``fun`` a second time.
+    """
+    return lax.cond(true_at_run_time, fun, lambda a: jax.tree_util.tree_map(
+        lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fun, a)), args)
 
 
 def n_steps(scene: Scene, cfg: RenderConfig) -> int:
