@@ -12,6 +12,7 @@ them); HYPOTHESIS_PROFILE=NAME picks a profile explicitly.
 import gzip
 import os
 import shlex
+import tempfile
 from pathlib import Path
 
 import jax
@@ -19,6 +20,11 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+# The suite's caches (compiled programs, parsed HKL tables, the compiled noise kernels that a
+# noise image builds in the background) go to a folder of the suite's own, kept between runs,
+# not into the user's nbjax cache; an NBJAX_CACHE_DIR set by the caller is kept.
+os.environ.setdefault("NBJAX_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"nbjax-test-cache-{os.getuid()}"))
 
 try:
     from hypothesis import settings as _hypothesis_settings
