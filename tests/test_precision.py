@@ -70,6 +70,7 @@ def test_beam_centred_ray_keeps_q_relative_precision(in_inputs_dir):
     """The beam-centred ray even in float32 keeps d − i0 (so q) to a relative error of a few float32
     units on every pixel, near the beam too, where the plain float32 ray (the unit vector less i0) has
     lost most of its digits: why the rays are beam-centred."""
+    import jax
     import jax.numpy as jnp
 
     from nbjax.geometry import pixels
@@ -83,8 +84,8 @@ def test_beam_centred_ray_keeps_q_relative_precision(in_inputs_dir):
     fs = np.unique(np.concatenate([np.arange(0, 2463, 7), np.arange(centre_f - 20, centre_f + 20)]))
     ss = np.unique(np.concatenate([np.arange(0, 2527, 7), np.arange(centre_s - 20, centre_s + 20)]))
     fast, slow = np.meshgrid(fs.astype(np.float64), ss.astype(np.float64))
-    parts = pixels.centred_offsets(frame, jnp.asarray(fs, jnp.float64), jnp.asarray(ss, jnp.float64), 0, 0, 0.0, 1,
-                                   jnp.float32)
+    parts = pixels.centred_offsets(frame, jnp.asarray(fs, jnp.float64), jnp.asarray(ss, jnp.float64), 0, 0, 0.0, 1)
+    parts = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), parts)  # each part rounded once
     e32, airpath32 = pixels.centred_ray(*parts, tuple(frame.i0[i].astype(jnp.float32) for i in range(3)))
     assert all(x.dtype == jnp.float32 for x in e32)
     f_coord, s_coord = pixels.subpixel_coordinates(fast, slow, 0, 0, s.pixel_size_m, 1)

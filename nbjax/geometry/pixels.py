@@ -136,23 +136,22 @@ def centred_frame(pix0, fdet, sdet, odet, i0, pixel_size_m, oversample: int) -> 
     return CentredFrame(i0, f_centre, s_centre, par, perp, f_par, f_perp, s_par, s_perp, o_par, o_perp)
 
 
-def centred_offsets(frame: CentredFrame, fast, slow, sub_fast, sub_slow, depth_m, oversample: int, low_dtype=None):
+def centred_offsets(frame: CentredFrame, fast, slow, sub_fast, sub_slow, depth_m, oversample: int):
     """The position of sub-pixel centres relative to the sample, split by detector row and column.
 
     ``fast`` (columns) and ``slow`` (rows) are 1-D arrays of pixel indices.
     Returns ``(col_par, col_perp, row_par, row_perp)``: the column's and the
     row's parts along ``i0`` and across it (``perp`` as x, y, z), in the
-    frame's precision (or rounded to ``low_dtype``), so that a pixel's
+    frame's precision, so that a pixel's
     ``P∥ = col_par + row_par`` and ``W = col_perp + row_perp`` (C's position
     and the sensor depth go with the row).
     """
     f_off = (fast * oversample + sub_fast) - frame.f_centre      # sub-pixel steps from C
     s_off = (slow * oversample + sub_slow) - frame.s_centre
-    low = (lambda x: x) if low_dtype is None else (lambda x: x.astype(low_dtype))
-    col_par = low(f_off * frame.f_par)
-    col_perp = tuple(low(f_off * frame.f_perp[i]) for i in range(3))
-    row_par = low(frame.par + depth_m * frame.o_par + s_off * frame.s_par)
-    row_perp = tuple(low(frame.perp[i] + depth_m * frame.o_perp[i] + s_off * frame.s_perp[i]) for i in range(3))
+    col_par = f_off * frame.f_par
+    col_perp = tuple(f_off * frame.f_perp[i] for i in range(3))
+    row_par = frame.par + depth_m * frame.o_par + s_off * frame.s_par
+    row_perp = tuple(frame.perp[i] + depth_m * frame.o_perp[i] + s_off * frame.s_perp[i] for i in range(3))
     return col_par, col_perp, row_par, row_perp
 
 
