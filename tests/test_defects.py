@@ -260,7 +260,11 @@ def test_setup_does_not_warn_about_float64_without_x64(in_inputs_dir):
 
 # ---- 8. interrupts and closed pipes (real processes)
 
-LONG = BASE + ["-detpixels", "1024", "-oversample", "2", "--no-compile-cache"]
+# ~1.7 G evaluations: a render of several seconds after ~1 s of compiling, so that a signal sent a
+# second after the set-up always lands while it runs (1024², oversample 2 alone rendered in ~1 s,
+# which a signal after 1 s could miss)
+LONG = BASE + ["-detpixels", "1024", "-oversample", "4", "-phisteps", "10", "-osc", "1", "-mosaic", "1",
+               "-mosaic_domains", "10", "--no-compile-cache"]
 
 
 def _start(directory, args):
