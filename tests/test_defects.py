@@ -261,8 +261,8 @@ def test_setup_does_not_warn_about_float64_without_x64(in_inputs_dir):
 # ---- 8. interrupts and closed pipes (real processes)
 
 # ~1.7 G evaluations: a render of several seconds after ~1 s of compiling, so that a signal sent a
-# second after the set-up always lands while it runs (1024², oversample 2 alone rendered in ~1 s,
-# which a signal after 1 s could miss)
+# second after the set-up lands while it runs on a fast machine too (1024² at oversample 2 now
+# compiles and renders in about a second)
 LONG = BASE + ["-detpixels", "1024", "-oversample", "4", "-phisteps", "10", "-osc", "1", "-mosaic", "1",
                "-mosaic_domains", "10", "--no-compile-cache"]
 
@@ -272,11 +272,21 @@ def _start(directory, args):
     env["PYTHONPATH"] = os.pathsep.join([str(Path(engine.__file__).parents[1]),
                                          env.get("PYTHONPATH", "")])
     env.setdefault("JAX_PLATFORMS", "cpu")
-    # a suite started in the background of a non-interactive shell ignores SIGINT, and so would
-    # the child: give it the default disposition a user's terminal gives it
-    return subprocess.Popen([sys.executable, "-m", "nbjax", *args], cwd=directory, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # a suite started in the background of a non-interactive shell ignores SIGINT, one started
+    # under nohup ignores SIGHUP, and so would the child (nbjax leaves an ignored signal ignored):
+    # the child restores the default dispositions a user's terminal gives it, then runs
+    # ``python -m nbjax ARGS`` (a preexec_fn would run Python between fork and exec of this
+    # multithreaded process)
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, *args], cwd=directory, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+_AS_FROM_A_TERMINAL = (
+    "import runpy, signal\n"
+    "for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
+    "    signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)\n"
+    "runpy.run_module('nbjax', run_name='__main__', alter_sys=True)\n"
+)
 
 
 def _wait_for_render(process):
