@@ -115,7 +115,7 @@ def centred_frame(pix0, fdet, sdet, odet, i0, pixel_size_m, oversample: int) -> 
     """
     import jax.numpy as jnp
 
-    i0 = i0 / jnp.sqrt(jnp.sum(i0 * i0))
+    i0 = unitize(i0)[0]
     along = jnp.dot(i0, odet)
     reach = jnp.dot(pix0, odet)
     hits = (jnp.abs(along) > 1e-3) & (reach * along > 0)
