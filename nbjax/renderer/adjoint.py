@@ -335,8 +335,10 @@ def _adjoint_block(scene, cfg, switch_cfg, mask, mask_blk, img_blk, g_blk, want_
             if fast_square:
                 def square_body(carry, cell_rows):
                     g_q, g_n, g_default, sum_t = carry
+                    # always true, and not foldable while either loop has more than one iteration
+                    # (a loop of one is removed and its index becomes the constant 0)
                     dq, drows, dn, dd = _square_step(q, cell_rows, scene, cfg, table_flat, table_shape, weights,
-                                                     block_index >= 0)
+                                                     (block_index >= 0) & (r_index >= 0))
                     if weighted:
                         sum_t = sum_t + terms(q, cell_rows, lat0, table_flat, None)
                     return (tuple(x + y for x, y in zip(g_q, dq)), g_n + dn, g_default + dd, sum_t), drows

@@ -874,7 +874,9 @@ def _materialized(fun, args, true_at_run_time):
     a conditional is a boundary it keeps.  ``true_at_run_time`` is a traced
     boolean that is always true (e.g. ``block_index >= 0``) but that XLA cannot
     fold, so the conditional stays; its other branch gives zeros without
-    compiling ``fun`` a second time.
+    compiling ``fun`` a second time.  A loop index is such a boolean only while
+    its loop has more than one iteration: XLA removes a loop of one, its index
+    becomes the constant 0 and the conditional (harmlessly) goes with it.
     """
     return lax.cond(true_at_run_time, fun, lambda a: jax.tree_util.tree_map(
         lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fun, a)), args)
