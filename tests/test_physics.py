@@ -103,6 +103,33 @@ def test_kahn_polarization_special_cases():
     assert float(polarization.polarization_factor(0.7, incident, incident, axis)) == pytest.approx(1.0)
 
 
+
+def test_kahn_polarization_derivative_matches_central_differences():
+    """The hand-written derivative of the polarization factor (its custom JVP) against central
+    differences of the factor itself, w.r.t. K, the incident vector, the diffracted vector (given
+    as a tuple, as the renderer does) and the polarization axis; and both directions of autodiff."""
+    rng = np.random.default_rng(7)
+    h = 1e-6
+    for _ in range(20):
+        kahn = float(rng.random())
+        incident, diffracted, axis = (rng.normal(size=3) for _ in range(3))
+
+        def factor(x):   # all inputs as one vector: K, incident, diffracted, axis
+            return polarization.polarization_factor(x[0], x[1:4], (x[4], x[5], x[6]), x[7:10])
+
+        x0 = jnp.asarray(np.concatenate([[kahn], incident, diffracted, axis]))
+        reverse = np.asarray(jax.grad(factor)(x0))
+        forward = np.asarray(jax.jacfwd(factor)(x0))
+        central = np.array([(float(factor(x0.at[j].add(h))) - float(factor(x0.at[j].add(-h)))) / (2 * h)
+                            for j in range(10)])
+        np.testing.assert_allclose(reverse, central, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(forward, reverse, rtol=1e-13, atol=1e-15)
+    # along the beam the azimuth is held (cos 2psi = 1): finite derivatives, and none w.r.t. K there
+    x_axis = jnp.asarray([0.7, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    on_axis = np.asarray(jax.grad(lambda x: polarization.polarization_factor(
+        x[0], x[1:4], (x[4], x[5], x[6]), x[7:10]))(x_axis))
+    assert np.all(np.isfinite(on_axis)) and on_axis[0] == 0.0
+
 def test_step_rules():
     # nothing given / only a step / only a range / range and step / count and range
     assert sources.resolve_steps(-1, -1.0, -1.0, default_span=1.0) == (1, 0.0, 0.0)

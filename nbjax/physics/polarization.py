@@ -13,10 +13,15 @@ E-vector direction ``e`` (the polarization axis), with Kahn factor K in [0, 1]
 ``x = d·E``, ``y = d·B`` (equal to ``cos(2 atan2(y, x))`` without the
 transcendental calls); along the beam (x = y = 0) it is 1, as atan2(0, 0) = 0
 gives in nanoBragg.  Dimensionless.
+
+The derivative is written out beside the rule (a ``jax.custom_jvp``, see
+:func:`_kahn_jvp`), in forward and reverse mode alike: the same numbers as
+autodiff of the guarded divisions, in fewer per-pixel loops on XLA's CPU backend.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from nbjax.geometry.rotation import cross, dot, unitize
@@ -28,16 +33,61 @@ def polarization_factor(kahn_factor, incident, diffracted, axis):
     Vectors are arrays with last axis xyz, or (x, y, z) tuples.
     """
     incident, _ = unitize(incident)
-    diffracted, _ = unitize(diffracted)
     axis, _ = unitize(axis)
+    b_in, _ = unitize(cross(axis, incident))
+    e_in, _ = unitize(cross(incident, b_in))
+    return _kahn(kahn_factor, incident, e_in, b_in, diffracted)
+
+
+def _kahn_value(kahn_factor, incident, e_in, b_in, diffracted):
+    """P for a unit incident vector ``i`` and its E/B frame (``e_in``, ``b_in``); ``diffracted`` is
+    made unit here."""
+    diffracted, _ = unitize(diffracted)
     cos2theta = dot(incident, diffracted)
     cos2theta_sqr = cos2theta * cos2theta
     sin2theta_sqr = 1 - cos2theta_sqr
-    b_in, _ = unitize(cross(axis, incident))
-    e_in, _ = unitize(cross(incident, b_in))
     x = dot(diffracted, e_in)
     y = dot(diffracted, b_in)
     r_sqr = x * x + y * y
     on_axis = r_sqr == 0
     cos2psi = jnp.where(on_axis, 1.0, (x * x - y * y) / jnp.where(on_axis, 1.0, r_sqr))
     return 0.5 * (1.0 + cos2theta_sqr - kahn_factor * cos2psi * sin2theta_sqr)
+
+
+_kahn = jax.custom_jvp(_kahn_value)
+
+
+@_kahn.defjvp
+def _kahn_jvp(primals, tangents):
+    """The derivative of P, written out so that reverse mode costs a few per-pixel products.
+
+    With ``d̂ = d/|d|``, ``c = i·d̂``, ``x = d̂·E``, ``y = d̂·B``, ``r² = x² + y²``,
+    ``ψ₂ = cos 2ψ = (x² − y²)/r²``:
+    ``∂P/∂c = c (1 + K ψ₂)``, ``∂P/∂ψ₂ = −½ K (1 − c²)``, ``∂P/∂K = −½ ψ₂ (1 − c²)``,
+    ``∂ψ₂/∂x = 4 x y²/r⁴``, ``∂ψ₂/∂y = −4 x² y/r⁴`` (0 on the beam axis, where ψ₂ is
+    held at 1), and ``v·δd̂ = (v·δd − (v·d̂)(d̂·δd))/|d|`` for any vector v (0 for a
+    zero ``d``, as :func:`unitize` gives).  Autodiff of :func:`_kahn_value` gives the
+    same numbers, but as dozens of per-pixel loops on XLA's CPU backend.
+    """
+    kahn_factor, incident, e_in, b_in, diffracted = primals
+    t_kahn, t_incident, t_e, t_b, t_diffracted = tangents
+    unit, length = unitize(diffracted)
+    inv_length = jnp.where(length > 0, 1.0 / jnp.where(length > 0, length, 1.0), 0.0)
+    cos2theta = dot(incident, unit)
+    x = dot(unit, e_in)
+    y = dot(unit, b_in)
+    r_sqr = x * x + y * y
+    on_axis = r_sqr == 0
+    inv_r_sqr = 1.0 / jnp.where(on_axis, 1.0, r_sqr)
+    cos2psi = jnp.where(on_axis, 1.0, (x * x - y * y) * inv_r_sqr)
+    sin2theta_sqr = 1 - cos2theta * cos2theta
+    along = dot(unit, t_diffracted)                  # d̂·δd
+    t_cos2theta = dot(t_incident, unit) + (dot(incident, t_diffracted) - cos2theta * along) * inv_length
+    t_x = dot(t_e, unit) + (dot(e_in, t_diffracted) - x * along) * inv_length
+    t_y = dot(t_b, unit) + (dot(b_in, t_diffracted) - y * along) * inv_length
+    four_over_r4 = jnp.where(on_axis, 0.0, 4.0 * inv_r_sqr * inv_r_sqr)
+    t_cos2psi = four_over_r4 * (x * y * y * t_x - x * x * y * t_y)
+    t_value = (cos2theta * (1.0 + kahn_factor * cos2psi) * t_cos2theta
+               - 0.5 * kahn_factor * sin2theta_sqr * t_cos2psi
+               - 0.5 * cos2psi * sin2theta_sqr * t_kahn)
+    return _kahn_value(kahn_factor, incident, e_in, b_in, diffracted), t_value
