@@ -56,6 +56,10 @@ SCENES = {
     # keeps a whole 256-row block's residuals (~16 GB here), so only the adjoint is measured.
     "fit 512^2 (0.4 mm pixels, os 8)": (FIT.replace("-detpixels 128", "-detpixels 512"),
                                         {"slow": True, "skip": ("plain",)}),
+    # the shape of a real fit: a megapixel image, no oversampling, so the per-pixel work of the
+    # gradient (prefactors, rays) weighs more than the per-evaluation work
+    "fit 1024^2 (0.05 mm pixels, os 1)": (FIT.replace("-detpixels 128 -pixel 0.4", "-detpixels 1024 -pixel 0.05")
+                                          + " -oversample 1", {"slow": True, "skip": ("plain",)}),
 }
 
 MEASUREMENTS = ("forward", "adjoint", "plain")
