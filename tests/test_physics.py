@@ -130,6 +130,28 @@ def test_kahn_polarization_derivative_matches_central_differences():
         x[0], x[1:4], (x[4], x[5], x[6]), x[7:10]))(x_axis))
     assert np.all(np.isfinite(on_axis)) and on_axis[0] == 0.0
 
+
+def test_solid_angle_derivative_matches_central_differences():
+    """The hand-written derivative of the pixel solid angle (its custom JVP) against central
+    differences, for a pixel of side p at path length a and close distance c, and a point pixel."""
+    from nbjax.geometry import pixels
+    h = 1e-9
+    for point_pixel in (False, True):
+        def omega(x):
+            return pixels.solid_angle(x[0], x[1], x[2], point_pixel)
+
+        x0 = jnp.asarray([172e-6, 0.131, 0.1])      # metres
+        reverse = np.asarray(jax.grad(omega)(x0))
+        forward = np.asarray(jax.jacfwd(omega)(x0))
+        central = np.array([(float(omega(x0.at[j].add(h))) - float(omega(x0.at[j].add(-h)))) / (2 * h)
+                            for j in range(3)])
+        np.testing.assert_allclose(reverse, central, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(forward, reverse, rtol=1e-14)
+        if not point_pixel:   # the closed form, independently
+            p, a, c = 172e-6, 0.131, 0.1
+            value = p * p * c / a ** 3
+            np.testing.assert_allclose(reverse, [2 * value / p, -3 * value / a, value / c], rtol=1e-12)
+
 def test_step_rules():
     # nothing given / only a step / only a range / range and step / count and range
     assert sources.resolve_steps(-1, -1.0, -1.0, default_span=1.0) == (1, 0.0, 0.0)
