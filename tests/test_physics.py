@@ -103,7 +103,6 @@ def test_kahn_polarization_special_cases():
     assert float(polarization.polarization_factor(0.7, incident, incident, axis)) == pytest.approx(1.0)
 
 
-
 def test_kahn_polarization_derivative_matches_central_differences():
     """The hand-written derivative of the polarization factor (its custom JVP) against central
     differences of the factor itself, w.r.t. K, the incident vector, the diffracted vector (given
@@ -146,6 +145,7 @@ def test_solid_angle_derivative_matches_central_differences():
             p, a, c = 172e-6, 0.131, 0.1
             value = p * p * c / a ** 3
             np.testing.assert_allclose(reverse, [2 * value / p, -3 * value / a, value / c], rtol=1e-12)
+
 
 def test_step_rules():
     # nothing given / only a step / only a range / range and step / count and range

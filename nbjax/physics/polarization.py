@@ -39,19 +39,30 @@ def polarization_factor(kahn_factor, incident, diffracted, axis):
     return _kahn(kahn_factor, incident, e_in, b_in, diffracted)
 
 
-def _kahn_value(kahn_factor, incident, e_in, b_in, diffracted):
-    """P for a unit incident vector ``i`` and its E/B frame (``e_in``, ``b_in``); ``diffracted`` is
-    made unit here."""
-    diffracted, _ = unitize(diffracted)
-    cos2theta = dot(incident, diffracted)
-    cos2theta_sqr = cos2theta * cos2theta
-    sin2theta_sqr = 1 - cos2theta_sqr
-    x = dot(diffracted, e_in)
-    y = dot(diffracted, b_in)
+def _kahn_parts(incident, e_in, b_in, diffracted):
+    """``(d̂, |d|, cos 2θ, x, y, r², on the beam axis, cos 2ψ)`` of one pair, for a unit incident
+    vector ``i`` and its E/B frame (``e_in``, ``b_in``); ``diffracted`` is made unit here."""
+    unit, length = unitize(diffracted)
+    cos2theta = dot(incident, unit)
+    x = dot(unit, e_in)
+    y = dot(unit, b_in)
     r_sqr = x * x + y * y
     on_axis = r_sqr == 0
     cos2psi = jnp.where(on_axis, 1.0, (x * x - y * y) / jnp.where(on_axis, 1.0, r_sqr))
+    return unit, length, cos2theta, x, y, r_sqr, on_axis, cos2psi
+
+
+def _kahn_of(kahn_factor, cos2theta, cos2psi):
+    """P = ½ (1 + cos² 2θ − K cos 2ψ sin² 2θ)."""
+    cos2theta_sqr = cos2theta * cos2theta
+    sin2theta_sqr = 1 - cos2theta_sqr
     return 0.5 * (1.0 + cos2theta_sqr - kahn_factor * cos2psi * sin2theta_sqr)
+
+
+def _kahn_value(kahn_factor, incident, e_in, b_in, diffracted):
+    """P for a unit incident vector and its E/B frame; ``diffracted`` is made unit here."""
+    _, _, cos2theta, _, _, _, _, cos2psi = _kahn_parts(incident, e_in, b_in, diffracted)
+    return _kahn_of(kahn_factor, cos2theta, cos2psi)
 
 
 _kahn = jax.custom_jvp(_kahn_value)
@@ -71,15 +82,9 @@ def _kahn_jvp(primals, tangents):
     """
     kahn_factor, incident, e_in, b_in, diffracted = primals
     t_kahn, t_incident, t_e, t_b, t_diffracted = tangents
-    unit, length = unitize(diffracted)
+    unit, length, cos2theta, x, y, r_sqr, on_axis, cos2psi = _kahn_parts(incident, e_in, b_in, diffracted)
     inv_length = jnp.where(length > 0, 1.0 / jnp.where(length > 0, length, 1.0), 0.0)
-    cos2theta = dot(incident, unit)
-    x = dot(unit, e_in)
-    y = dot(unit, b_in)
-    r_sqr = x * x + y * y
-    on_axis = r_sqr == 0
     inv_r_sqr = 1.0 / jnp.where(on_axis, 1.0, r_sqr)
-    cos2psi = jnp.where(on_axis, 1.0, (x * x - y * y) * inv_r_sqr)
     sin2theta_sqr = 1 - cos2theta * cos2theta
     along = dot(unit, t_diffracted)                  # d̂·δd
     t_cos2theta = dot(t_incident, unit) + (dot(incident, t_diffracted) - cos2theta * along) * inv_length
@@ -90,4 +95,4 @@ def _kahn_jvp(primals, tangents):
     t_value = (cos2theta * (1.0 + kahn_factor * cos2psi) * t_cos2theta
                - 0.5 * kahn_factor * sin2theta_sqr * t_cos2psi
                - 0.5 * cos2psi * sin2theta_sqr * t_kahn)
-    return _kahn_value(kahn_factor, incident, e_in, b_in, diffracted), t_value
+    return _kahn_of(kahn_factor, cos2theta, cos2psi), t_value

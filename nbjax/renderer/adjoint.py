@@ -192,11 +192,12 @@ def _taken_factors(scene, cfg, fast, slow, factors, taken):
         capture = jnp.where(r_capture >= 0, fraction, capture)
     if engine._polarization_computed(cfg) and not cfg.oversample_polar:
         _, (dx, dy, dz, _) = ray_of(r_polar)
-        if scene.incident.shape[0] == 1:
-            value = engine._vmap2(engine._polarization, (0, 0, 0, None, None))(dx, dy, dz, scene.incident[0], scene)
-        else:
-            incident = scene.incident[jnp.maximum(s_polar, 0)]
-            value = engine._vmap2(engine._polarization, (0, 0, 0, 0, None))(dx, dy, dz, incident, scene)
+        # the source each pixel's factor was taken from; with one source, its vector unbatched
+        # (gathered per pixel, the incident E/B frame and its derivative would run per pixel)
+        one_source = scene.incident.shape[0] == 1
+        incident = scene.incident[0] if one_source else scene.incident[jnp.maximum(s_polar, 0)]
+        value = engine._vmap2(engine._polarization, (0, 0, 0, None if one_source else 0, None))(
+            dx, dy, dz, incident, scene)
         polar = jnp.where(r_polar >= 0, value, polar)
     return engine._Factors(omega, capture, polar)
 
